@@ -1,0 +1,67 @@
+//! The SQL metadata catalog: patients, studies, series, instances and the event log.
+//!
+//! Owns the schema and its migrations (one folder per engine under `migrations/`), the
+//! `Catalog` trait and its SQLite and PostgreSQL implementations. Depends only on
+//! `strata-types`; it knows nothing of HTTP, DIMSE or the object store.
+
+mod error;
+mod model;
+mod query;
+mod sql_catalog;
+
+#[cfg(any(test, feature = "testsuite"))]
+pub mod conformance;
+
+pub use error::{CatalogError, CatalogErrorKind, CatalogResult};
+pub use model::*;
+pub use query::*;
+pub use sql_catalog::{SqlCatalog, open_catalog};
+
+use async_trait::async_trait;
+use strata_types::{SeriesUid, SopInstanceUid, StudyUid};
+
+/// The catalog every protocol adapter and service reads and writes through.
+#[async_trait]
+pub trait Catalog: Send + Sync + 'static {
+    /// Records one instance: upserts its patient, study and series, inserts the instance and
+    /// appends an `InstanceStored` event, all in one transaction. Idempotent for identical
+    /// content; refuses different content under an existing SOP Instance UID.
+    async fn store_instance(&self, record: &InstanceRecord) -> CatalogResult<StoreOutcome>;
+
+    /// Returns the SHA-256 of the stored instance with this SOP Instance UID, if any.
+    async fn instance_sha256(
+        &self,
+        sop_instance_uid: &SopInstanceUid,
+    ) -> CatalogResult<Option<String>>;
+
+    /// Returns the locations of the instances of a study, a series of it, or one instance,
+    /// ordered by series number, instance number, then UID. Empty when nothing matches.
+    async fn instance_locations(
+        &self,
+        study_instance_uid: &StudyUid,
+        series_instance_uid: Option<&SeriesUid>,
+        sop_instance_uid: Option<&SopInstanceUid>,
+    ) -> CatalogResult<Vec<InstanceLocation>>;
+
+    /// Returns the DICOM JSON metadata of the same selection as `instance_locations`, in the
+    /// same order.
+    async fn instance_metadata(
+        &self,
+        study_instance_uid: &StudyUid,
+        series_instance_uid: Option<&SeriesUid>,
+        sop_instance_uid: Option<&SopInstanceUid>,
+    ) -> CatalogResult<Vec<String>>;
+
+    /// Runs a QIDO-RS / C-FIND query. Results are ordered stably (by the primary key of the
+    /// level) so that paging never skips or repeats.
+    async fn query(&self, query: &CatalogQuery) -> CatalogResult<Vec<QueryMatch>>;
+
+    /// Returns up to `limit` events with a sequence greater than `after`, oldest first.
+    async fn events_after(&self, after: i64, limit: u32) -> CatalogResult<Vec<CatalogEvent>>;
+
+    /// Returns the number of instances in the catalog.
+    async fn count_instances(&self) -> CatalogResult<u64>;
+
+    /// Checks that the database answers.
+    async fn ping(&self) -> CatalogResult<()>;
+}

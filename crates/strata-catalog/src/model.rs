@@ -1,0 +1,155 @@
+//! Records the catalog stores and returns.
+//!
+//! Text attributes are kept as the DICOM string value with padding trimmed; an absent attribute
+//! is an empty string (DICOM makes no difference between absent and empty for matching).
+//! Dates are `YYYYMMDD`, times `HHMMSS.FFFFFF` as sent, so ranges compare as text.
+
+use strata_types::{ObjectKey, SeriesUid, SopInstanceUid, StudyUid};
+
+/// Patient-level attributes. A patient is identified by Patient ID **and** Issuer of Patient ID,
+/// so two sources using the same Patient ID never merge silently.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PatientAttributes {
+    pub patient_id: String,
+    pub issuer_of_patient_id: String,
+    /// PatientName (PN) as decoded to UTF-8, components separated by `^`, groups by `=`.
+    pub patient_name: String,
+    pub patient_birth_date: String,
+    pub patient_sex: String,
+}
+
+/// Study-level attributes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StudyAttributes {
+    pub study_instance_uid: StudyUid,
+    pub study_date: String,
+    pub study_time: String,
+    pub accession_number: String,
+    pub referring_physician_name: String,
+    pub study_id: String,
+    pub study_description: String,
+    pub timezone_offset_from_utc: String,
+}
+
+/// One item of the Request Attributes Sequence (0040,0275), matched at series level.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestAttributes {
+    pub scheduled_procedure_step_id: String,
+    pub requested_procedure_id: String,
+}
+
+/// Series-level attributes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeriesAttributes {
+    pub series_instance_uid: SeriesUid,
+    pub modality: String,
+    pub series_number: Option<i64>,
+    pub series_description: String,
+    pub body_part_examined: String,
+    pub performed_procedure_step_start_date: String,
+    pub performed_procedure_step_start_time: String,
+    pub request_attributes: Vec<RequestAttributes>,
+}
+
+/// Instance-level attributes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceAttributes {
+    pub sop_instance_uid: SopInstanceUid,
+    pub sop_class_uid: String,
+    pub instance_number: Option<i64>,
+    pub rows: Option<i64>,
+    pub columns: Option<i64>,
+    pub bits_allocated: Option<i64>,
+    pub number_of_frames: Option<i64>,
+    /// The transfer syntax the object is stored in.
+    pub transfer_syntax_uid: String,
+    pub specific_character_set: String,
+}
+
+/// Where and how the object of an instance is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredObject {
+    pub key: ObjectKey,
+    pub size_bytes: u64,
+    /// Lowercase hex SHA-256 of the stored object bytes.
+    pub sha256: String,
+}
+
+/// Where an instance came from. Recorded with the instance; never contains patient data.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IngestSource {
+    /// `stow-rs`, `c-store`, `import`.
+    pub protocol: String,
+    pub calling_ae_title: Option<String>,
+    pub remote_addr: Option<String>,
+}
+
+/// Everything the catalog records for one received instance, committed in one transaction
+/// together with an `InstanceStored` event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceRecord {
+    pub patient: PatientAttributes,
+    pub study: StudyAttributes,
+    pub series: SeriesAttributes,
+    pub instance: InstanceAttributes,
+    pub object: StoredObject,
+    pub source: IngestSource,
+    /// The instance's metadata as a DICOM JSON object (PS3.18 Annex F), with bulk data
+    /// replaced by `BulkDataURI` placeholders. Returned verbatim by WADO-RS metadata and used
+    /// for `includefield`.
+    pub metadata_json: String,
+}
+
+/// What `store_instance` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreOutcome {
+    /// A new instance was recorded (and an event appended).
+    Created,
+    /// The same SOP Instance UID is already stored with the same SHA-256: nothing changed,
+    /// no event is appended.
+    AlreadyStored,
+    /// The SOP Instance UID is already stored with different content: nothing changed.
+    Conflict { existing_sha256: String },
+}
+
+/// The stored location of one instance, as WADO-RS needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceLocation {
+    pub study_instance_uid: StudyUid,
+    pub series_instance_uid: SeriesUid,
+    pub sop_instance_uid: SopInstanceUid,
+    pub sop_class_uid: String,
+    pub transfer_syntax_uid: String,
+    pub object: StoredObject,
+}
+
+/// One entry of the append-only event log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatalogEvent {
+    /// Strictly increasing position in the log; consumers persist the last one they applied.
+    pub sequence: i64,
+    pub kind: EventKind,
+    pub study_instance_uid: StudyUid,
+    pub series_instance_uid: SeriesUid,
+    pub sop_instance_uid: SopInstanceUid,
+    pub object_key: ObjectKey,
+    /// Unix time in milliseconds.
+    pub created_at_ms: i64,
+}
+
+/// The kinds of events in the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    InstanceStored,
+    InstanceDeleted,
+}
+
+impl EventKind {
+    /// Returns the stable name stored in the log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::InstanceStored => "instance_stored",
+            EventKind::InstanceDeleted => "instance_deleted",
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! The one catalog query behind QIDO-RS, C-FIND and FHIR search.
+//!
+//! See PS3.18 §8.3.4 and PS3.4 Annex C.2.2.2 for the matching rules.
+
+use strata_types::{SeriesUid, StudyUid};
+
+/// The level a query returns entities of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueryLevel {
+    Study,
+    Series,
+    Instance,
+}
+
+/// The attributes a query can match on. Each is bound to one level (or to a lower level, in
+/// which case a higher-level entity matches when one of its children matches, e.g.
+/// `ModalitiesInStudy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MatchKey {
+    // patient
+    PatientId,
+    IssuerOfPatientId,
+    PatientName,
+    PatientBirthDate,
+    PatientSex,
+    // study
+    StudyInstanceUid,
+    StudyDate,
+    StudyTime,
+    AccessionNumber,
+    ReferringPhysicianName,
+    StudyId,
+    StudyDescription,
+    /// Matches a study if any of its series has the modality.
+    ModalitiesInStudy,
+    // series
+    SeriesInstanceUid,
+    Modality,
+    SeriesNumber,
+    SeriesDescription,
+    PerformedProcedureStepStartDate,
+    PerformedProcedureStepStartTime,
+    /// RequestAttributeSequence > ScheduledProcedureStepID (sequence matching).
+    ScheduledProcedureStepId,
+    /// RequestAttributeSequence > RequestedProcedureID (sequence matching).
+    RequestedProcedureId,
+    // instance
+    SopInstanceUid,
+    SopClassUid,
+    InstanceNumber,
+}
+
+/// How one key matches, per PS3.4 C.2.2.2.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Matcher {
+    /// Exact match of the whole value. Person names match case-insensitively.
+    Single(String),
+    /// `*` matches any run of characters, `?` any one character. Person names match
+    /// case-insensitively.
+    Wildcard(String),
+    /// Inclusive range of dates, times or date-times; either end may be open.
+    Range {
+        from: Option<String>,
+        to: Option<String>,
+    },
+    /// Any of the listed UIDs (or values).
+    List(Vec<String>),
+}
+
+/// A query against the catalog.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatalogQuery {
+    pub level: QueryLevel,
+    /// Restricts the search to one study (series and instance level, nested URIs).
+    pub study_scope: Option<StudyUid>,
+    /// Restricts the search to one series (instance level, nested URI).
+    pub series_scope: Option<SeriesUid>,
+    /// All must match (AND).
+    pub filters: Vec<(MatchKey, Matcher)>,
+    /// Maximum number of results; `None` is unlimited.
+    pub limit: Option<u64>,
+    pub offset: u64,
+    /// Whether each match should carry `metadata_json` of one representative instance (for
+    /// `includefield`).
+    pub with_metadata: bool,
+}
+
+/// One matching entity with every attribute of its level and the levels above it, plus the
+/// computed attributes of PS3.18 (numbers of related series and instances, modalities and SOP
+/// classes in study).
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueryMatch {
+    pub patient: crate::PatientAttributes,
+    pub study: crate::StudyAttributes,
+    /// Present at series and instance level.
+    pub series: Option<crate::SeriesAttributes>,
+    /// Present at instance level.
+    pub instance: Option<crate::InstanceAttributes>,
+    /// NumberOfStudyRelatedSeries.
+    pub num_study_series: i64,
+    /// NumberOfStudyRelatedInstances.
+    pub num_study_instances: i64,
+    /// NumberOfSeriesRelatedInstances (series and instance level).
+    pub num_series_instances: Option<i64>,
+    /// ModalitiesInStudy, distinct, sorted.
+    pub modalities_in_study: Vec<String>,
+    /// SOPClassesInStudy, distinct, sorted.
+    pub sop_classes_in_study: Vec<String>,
+    /// DICOM JSON of one instance of the entity, when `with_metadata` was asked.
+    pub metadata_json: Option<String>,
+}

@@ -1,0 +1,373 @@
+//! `SqlCatalog`: the one `Catalog` implementation, on SQLite or PostgreSQL.
+//!
+//! Both engines go through sqlx's `Any` driver with the same SQL: `$N` placeholders,
+//! `INSERT ... ON CONFLICT`, `RETURNING`, `NULLS LAST`. The few places where the dialects differ
+//! branch on [`Engine`]: how write and read transactions begin, wildcard matching (`GLOB` vs
+//! `LIKE`), an unlimited `LIMIT`, the event-log lock, and the migration folder.
+
+mod builder;
+mod filter;
+mod migrations;
+mod rows;
+mod search;
+mod store;
+mod uri;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{Any, AnyConnection, AnyPool, Connection, Executor, Transaction};
+use strata_types::{ObjectKey, SeriesUid, SopInstanceUid, StudyUid};
+use tokio::sync::{Mutex, MutexGuard};
+use tracing::info;
+
+use crate::{
+    Catalog, CatalogError, CatalogErrorKind, CatalogEvent, CatalogQuery, CatalogResult, EventKind,
+    InstanceLocation, InstanceRecord, QueryMatch, StoreOutcome, StoredObject,
+};
+use builder::SqlBuilder;
+use uri::{CatalogUri, parse_catalog_uri, prepare_sqlite_url};
+
+/// The SQL dialect behind a catalog.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+/// Pragmas every SQLite connection runs first. `busy_timeout` comes first so the others wait
+/// for a lock instead of failing; WAL lets readers run beside the writer; `synchronous = FULL`
+/// syncs the WAL on every commit, so a committed instance survives a power cut.
+const SQLITE_CONNECTION_PRAGMAS: &str = "PRAGMA busy_timeout = 30000; \
+     PRAGMA journal_mode = WAL; \
+     PRAGMA synchronous = FULL; \
+     PRAGMA foreign_keys = ON;";
+
+/// How long a caller waits for a pooled connection before the catalog reports `Unavailable`.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The SQL metadata catalog on SQLite (`sqlite://PATH`, the embedded default) or PostgreSQL
+/// (`postgres://...`, production).
+///
+/// On SQLite every write transaction starts with `BEGIN IMMEDIATE` and is serialised by an
+/// in-process mutex, so concurrent writers queue instead of failing with "database is locked";
+/// other processes sharing the file wait up to the 30 s busy timeout.
+pub struct SqlCatalog {
+    pool: AnyPool,
+    engine: Engine,
+    /// Held for the whole of a write transaction on SQLite; unused on PostgreSQL, whose row
+    /// locks already order concurrent writers.
+    sqlite_write_lock: Mutex<()>,
+}
+
+impl std::fmt::Debug for SqlCatalog {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the pool: its options hold the connection URI and so the password.
+        formatter
+            .debug_struct("SqlCatalog")
+            .field("engine", &self.engine)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqlCatalog {
+    /// Opens the catalog at `uri` (`sqlite://PATH`, `postgres://...` or `postgresql://...`)
+    /// with a pool of at most `max_connections` connections, and runs the pending migrations.
+    ///
+    /// A SQLite file and its parent directory are created when missing. An unknown scheme
+    /// fails with [`CatalogErrorKind::Config`].
+    pub async fn connect(uri: &str, max_connections: u32) -> CatalogResult<SqlCatalog> {
+        let catalog = Self::connect_without_migrations(uri, max_connections).await?;
+        catalog.migrate().await?;
+        Ok(catalog)
+    }
+
+    /// Opens the catalog like [`SqlCatalog::connect`] but leaves the schema as it is; for tools
+    /// that migrate separately (`strata migrate`).
+    pub async fn connect_without_migrations(
+        uri: &str,
+        max_connections: u32,
+    ) -> CatalogResult<SqlCatalog> {
+        sqlx::any::install_default_drivers();
+        let pool_options = AnyPoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .acquire_timeout(ACQUIRE_TIMEOUT);
+        let (pool, engine) = match parse_catalog_uri(uri)? {
+            CatalogUri::Sqlite { path } => {
+                let sqlite_url = prepare_sqlite_url(&path).await?;
+                let pool = pool_options
+                    .after_connect(|connection, _metadata| {
+                        Box::pin(async move {
+                            connection.execute(SQLITE_CONNECTION_PRAGMAS).await?;
+                            Ok(())
+                        })
+                    })
+                    .connect(&sqlite_url)
+                    .await
+                    .map_err(|error| {
+                        let action = format!("open the sqlite catalog at `{}`", path.display());
+                        CatalogError::from_sqlx(&action, error)
+                    })?;
+                (pool, Engine::Sqlite)
+            }
+            CatalogUri::Postgres { uri } => {
+                let connect_error =
+                    |error| CatalogError::from_sqlx("connect to the postgres catalog", error);
+                // One direct connection first: the pool retries refused connections until its
+                // acquire timeout and then reports only "timed out", hiding the cause.
+                AnyConnection::connect(&uri)
+                    .await
+                    .map_err(connect_error)?
+                    .close()
+                    .await
+                    .map_err(connect_error)?;
+                let pool = pool_options.connect(&uri).await.map_err(connect_error)?;
+                (pool, Engine::Postgres)
+            }
+        };
+        info!(engine = ?engine, "catalog connected");
+        Ok(SqlCatalog {
+            pool,
+            engine,
+            sqlite_write_lock: Mutex::new(()),
+        })
+    }
+
+    /// Applies the migrations that are not applied yet; a no-op when the schema is current.
+    /// Fails with [`CatalogErrorKind::Migration`] when the database holds a migration this
+    /// binary does not know or one that was changed after it was applied.
+    pub async fn migrate(&self) -> CatalogResult<()> {
+        let _write_guard = self.write_guard().await;
+        let migration_error = |error: sqlx::migrate::MigrateError| {
+            use sqlx::migrate::MigrateError;
+            let detail = match &error {
+                MigrateError::VersionMissing(version) => {
+                    format!("migration {version} was applied but is unknown to this binary")
+                }
+                MigrateError::VersionMismatch(version) => {
+                    format!("migration {version} was changed after it was applied")
+                }
+                MigrateError::Dirty(version) => {
+                    format!("migration {version} was left partially applied")
+                }
+                _ => "migration error".to_owned(),
+            };
+            CatalogError {
+                kind: CatalogErrorKind::Migration,
+                message: format!("failed to migrate the catalog: {detail}"),
+                source: Some(Box::new(error)),
+            }
+        };
+        let migrator = migrations::migrator(self.engine)
+            .await
+            .map_err(migration_error)?;
+        migrator.run(&self.pool).await.map_err(migration_error)?;
+        Ok(())
+    }
+
+    /// Closes every connection of the pool; later calls fail with `Unavailable`.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Takes the SQLite writer mutex (nothing on PostgreSQL).
+    async fn write_guard(&self) -> Option<MutexGuard<'_, ()>> {
+        match self.engine {
+            Engine::Sqlite => Some(self.sqlite_write_lock.lock().await),
+            Engine::Postgres => None,
+        }
+    }
+
+    /// Begins a write transaction. On SQLite, `BEGIN IMMEDIATE` takes the write lock up front
+    /// so the transaction never has to upgrade a read snapshot (which fails with `SQLITE_BUSY`
+    /// instead of waiting).
+    async fn begin_write(&self) -> Result<Transaction<'static, Any>, sqlx::Error> {
+        match self.engine {
+            Engine::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Engine::Postgres => self.pool.begin().await,
+        }
+    }
+
+    /// Begins a read-only transaction whose statements all see one snapshot, so a query's
+    /// rows and computed attributes agree.
+    async fn begin_read(&self) -> Result<Transaction<'static, Any>, sqlx::Error> {
+        match self.engine {
+            Engine::Sqlite => self.pool.begin().await,
+            Engine::Postgres => {
+                self.pool
+                    .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                    .await
+            }
+        }
+    }
+
+    /// Returns the instances of a study / series / instance, in WADO-RS order, selecting
+    /// `columns` (of `instance i`, `series se`, `study st`).
+    fn instance_selection(
+        columns: &str,
+        study_instance_uid: &StudyUid,
+        series_instance_uid: Option<&SeriesUid>,
+        sop_instance_uid: Option<&SopInstanceUid>,
+    ) -> SqlBuilder {
+        let mut builder = SqlBuilder::new(&format!(
+            "SELECT {columns} FROM instance i \
+             JOIN series se ON se.series_pk = i.series_pk \
+             JOIN study st ON st.study_pk = i.study_pk \
+             WHERE st.study_instance_uid = "
+        ));
+        builder.push_bind(study_instance_uid.as_str());
+        if let Some(series_instance_uid) = series_instance_uid {
+            builder
+                .push(" AND se.series_instance_uid = ")
+                .push_bind(series_instance_uid.as_str());
+        }
+        if let Some(sop_instance_uid) = sop_instance_uid {
+            builder
+                .push(" AND i.sop_instance_uid = ")
+                .push_bind(sop_instance_uid.as_str());
+        }
+        builder.push(
+            " ORDER BY se.series_number NULLS LAST, se.series_pk, \
+             i.instance_number NULLS LAST, i.instance_pk",
+        );
+        builder
+    }
+}
+
+/// Opens the catalog at `uri` (see [`SqlCatalog::connect`]) behind the [`Catalog`] trait.
+pub async fn open_catalog(uri: &str, max_connections: u32) -> CatalogResult<Arc<dyn Catalog>> {
+    Ok(Arc::new(SqlCatalog::connect(uri, max_connections).await?))
+}
+
+fn instance_location(row: &AnyRow) -> CatalogResult<InstanceLocation> {
+    Ok(InstanceLocation {
+        study_instance_uid: rows::uid(row, "study_instance_uid")?,
+        series_instance_uid: rows::uid(row, "series_instance_uid")?,
+        sop_instance_uid: rows::uid(row, "sop_instance_uid")?,
+        sop_class_uid: rows::text(row, "sop_class_uid")?,
+        transfer_syntax_uid: rows::text(row, "transfer_syntax_uid")?,
+        object: StoredObject {
+            key: ObjectKey::from_stored(rows::text(row, "object_key")?),
+            size_bytes: u64::try_from(rows::integer(row, "size_bytes")?)
+                .map_err(|_| CatalogError::corrupted("object size"))?,
+            sha256: rows::text(row, "sha256")?,
+        },
+    })
+}
+
+fn catalog_event(row: &AnyRow) -> CatalogResult<CatalogEvent> {
+    let kind = match rows::text(row, "kind")?.as_str() {
+        "instance_stored" => EventKind::InstanceStored,
+        "instance_deleted" => EventKind::InstanceDeleted,
+        _ => return Err(CatalogError::corrupted("event kind")),
+    };
+    Ok(CatalogEvent {
+        sequence: rows::integer(row, "event_sequence")?,
+        kind,
+        study_instance_uid: rows::uid(row, "study_instance_uid")?,
+        series_instance_uid: rows::uid(row, "series_instance_uid")?,
+        sop_instance_uid: rows::uid(row, "sop_instance_uid")?,
+        object_key: ObjectKey::from_stored(rows::text(row, "object_key")?),
+        created_at_ms: rows::integer(row, "created_at_ms")?,
+    })
+}
+
+#[async_trait]
+impl Catalog for SqlCatalog {
+    async fn store_instance(&self, record: &InstanceRecord) -> CatalogResult<StoreOutcome> {
+        store::store_instance(self, record).await
+    }
+
+    async fn instance_sha256(
+        &self,
+        sop_instance_uid: &SopInstanceUid,
+    ) -> CatalogResult<Option<String>> {
+        store::existing_sha256(&self.pool, sop_instance_uid.as_str())
+            .await
+            .map_err(|error| CatalogError::from_sqlx("read an instance checksum", error))
+    }
+
+    async fn instance_locations(
+        &self,
+        study_instance_uid: &StudyUid,
+        series_instance_uid: Option<&SeriesUid>,
+        sop_instance_uid: Option<&SopInstanceUid>,
+    ) -> CatalogResult<Vec<InstanceLocation>> {
+        let builder = Self::instance_selection(
+            "st.study_instance_uid, se.series_instance_uid, i.sop_instance_uid, i.sop_class_uid, \
+             i.transfer_syntax_uid, i.object_key, i.size_bytes, i.sha256",
+            study_instance_uid,
+            series_instance_uid,
+            sop_instance_uid,
+        );
+        let found_rows = builder
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|error| CatalogError::from_sqlx("read instance locations", error))?;
+        found_rows.iter().map(instance_location).collect()
+    }
+
+    async fn instance_metadata(
+        &self,
+        study_instance_uid: &StudyUid,
+        series_instance_uid: Option<&SeriesUid>,
+        sop_instance_uid: Option<&SopInstanceUid>,
+    ) -> CatalogResult<Vec<String>> {
+        let builder = Self::instance_selection(
+            "i.metadata_json",
+            study_instance_uid,
+            series_instance_uid,
+            sop_instance_uid,
+        );
+        let found_rows = builder
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|error| CatalogError::from_sqlx("read instance metadata", error))?;
+        found_rows
+            .iter()
+            .map(|row| rows::text(row, "metadata_json"))
+            .collect()
+    }
+
+    async fn query(&self, query: &CatalogQuery) -> CatalogResult<Vec<QueryMatch>> {
+        search::run_query(self, query).await
+    }
+
+    async fn events_after(&self, after: i64, limit: u32) -> CatalogResult<Vec<CatalogEvent>> {
+        let mut builder = SqlBuilder::new(
+            "SELECT event_sequence, kind, study_instance_uid, series_instance_uid, \
+             sop_instance_uid, object_key, created_at_ms FROM event WHERE event_sequence > ",
+        );
+        builder
+            .push_bind(after)
+            .push(" ORDER BY event_sequence LIMIT ")
+            .push_bind(i64::from(limit));
+        let found_rows = builder
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|error| CatalogError::from_sqlx("read events", error))?;
+        found_rows.iter().map(catalog_event).collect()
+    }
+
+    async fn count_instances(&self) -> CatalogResult<u64> {
+        let row = sqlx::query("SELECT COUNT(*) AS num_instances FROM instance")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|error| CatalogError::from_sqlx("count instances", error))?;
+        u64::try_from(rows::integer(&row, "num_instances")?)
+            .map_err(|_| CatalogError::corrupted("instance count"))
+    }
+
+    async fn ping(&self) -> CatalogResult<()> {
+        self.pool
+            .execute("SELECT 1")
+            .await
+            .map_err(|error| CatalogError::from_sqlx("ping the catalog", error))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,144 @@
+//! A tiny SQL builder that numbers `$N` placeholders.
+//!
+//! sqlx's `QueryBuilder<Any>` emits `?`, which PostgreSQL rejects. `$N` works on both engines:
+//! PostgreSQL natively, and SQLite treats `$N` as a named parameter that sqlx binds by number.
+//! User values only ever enter through `push_bind`; `push` is for SQL text written in this crate.
+
+use sqlx::any::{Any, AnyArguments};
+use sqlx::query::Query;
+
+/// A value bound to a placeholder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum SqlValue {
+    Text(String),
+    OptionalText(Option<String>),
+    Int(Option<i64>),
+}
+
+impl From<&str> for SqlValue {
+    fn from(value: &str) -> Self {
+        SqlValue::Text(value.to_owned())
+    }
+}
+
+impl From<String> for SqlValue {
+    fn from(value: String) -> Self {
+        SqlValue::Text(value)
+    }
+}
+
+impl From<i64> for SqlValue {
+    fn from(value: i64) -> Self {
+        SqlValue::Int(Some(value))
+    }
+}
+
+impl From<Option<i64>> for SqlValue {
+    fn from(value: Option<i64>) -> Self {
+        SqlValue::Int(value)
+    }
+}
+
+/// SQL text plus the values of its `$1..$N` placeholders, in order.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SqlBuilder {
+    sql: String,
+    values: Vec<SqlValue>,
+}
+
+impl SqlBuilder {
+    /// Starts a statement with `sql`.
+    pub(crate) fn new(sql: &str) -> Self {
+        Self {
+            sql: sql.to_owned(),
+            values: Vec::new(),
+        }
+    }
+
+    /// Appends SQL text written in this crate (never a user value).
+    pub(crate) fn push(&mut self, sql: &str) -> &mut Self {
+        self.sql.push_str(sql);
+        self
+    }
+
+    /// Appends the next placeholder and records its value.
+    pub(crate) fn push_bind(&mut self, value: impl Into<SqlValue>) -> &mut Self {
+        let placeholder = self.bind(value);
+        self.sql.push_str(&placeholder);
+        self
+    }
+
+    /// Records a value and returns its placeholder (`$N`) without appending it, so that SQL
+    /// using the same value several times binds it once.
+    pub(crate) fn bind(&mut self, value: impl Into<SqlValue>) -> String {
+        self.values.push(value.into());
+        format!("${}", self.values.len())
+    }
+
+    /// Appends `(ph1, ph2, ...)` with one placeholder per value. `values` must not be empty.
+    pub(crate) fn push_bind_list<V: Into<SqlValue>>(
+        &mut self,
+        values: impl IntoIterator<Item = V>,
+    ) -> &mut Self {
+        self.sql.push('(');
+        for (position, value) in values.into_iter().enumerate() {
+            if position > 0 {
+                self.sql.push_str(", ");
+            }
+            self.push_bind(value);
+        }
+        debug_assert!(
+            !self.sql.ends_with('('),
+            "an IN list needs at least one value"
+        );
+        self.sql.push(')');
+        self
+    }
+
+    /// Returns the SQL text.
+    #[cfg(test)]
+    pub(crate) fn sql(&self) -> &str {
+        &self.sql
+    }
+
+    /// Returns the bound values, in placeholder order.
+    #[cfg(test)]
+    pub(crate) fn values(&self) -> &[SqlValue] {
+        &self.values
+    }
+
+    /// Returns a sqlx query with every value bound.
+    pub(crate) fn build(&self) -> Query<'_, Any, AnyArguments<'_>> {
+        let mut query = sqlx::query(&self.sql);
+        for value in &self.values {
+            query = match value {
+                SqlValue::Text(text) => query.bind(text.as_str()),
+                SqlValue::OptionalText(text) => query.bind(text.as_deref()),
+                SqlValue::Int(number) => query.bind(*number),
+            };
+        }
+        query
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_placeholders_are_numbered_in_order() {
+        let mut builder = SqlBuilder::new("SELECT 1 FROM study WHERE a = ");
+        builder
+            .push_bind("x")
+            .push(" AND b IN ")
+            .push_bind_list([1_i64, 2, 3]);
+        builder.push(" AND c = ").push_bind(None::<i64>);
+        assert_eq!(
+            builder.sql(),
+            "SELECT 1 FROM study WHERE a = $1 AND b IN ($2, $3, $4) AND c = $5"
+        );
+        assert_eq!(builder.values.len(), 5);
+        assert_eq!(builder.values[0], SqlValue::Text("x".to_owned()));
+        assert_eq!(builder.values[4], SqlValue::Int(None));
+    }
+}

@@ -1,0 +1,158 @@
+//! The `strata` binary: parses arguments, loads the configuration and runs a node.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use strata_config::NodeConfig;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+/// Strata: a Vendor Neutral Archive for medical images.
+///
+/// Runs on embedded defaults (SQLite catalog and local object directory under ./strata-data,
+/// DICOMweb on 127.0.0.1:8080) with no configuration at all. A TOML config file and
+/// STRATA__SECTION__KEY environment variables (e.g. STRATA__CATALOG__URI=postgres://...)
+/// select PostgreSQL and S3 instead; command-line flags override both.
+#[derive(Debug, Parser)]
+#[command(name = "strata", version, about, long_about)]
+struct Cli {
+    /// Configuration file (TOML). See deploy/strata.example.toml.
+    #[arg(long, global = true, env = "STRATA_CONFIG")]
+    config: Option<PathBuf>,
+    /// Log output format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Starts the archive: DICOMweb (STOW-RS, QIDO-RS, WADO-RS) under /dicomweb.
+    Serve {
+        /// Directory for embedded state (SQLite catalog, objects, spool) [default: ./strata-data].
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// HTTP listen address; port 0 picks a free port [default: 127.0.0.1:8080].
+        #[arg(long, value_name = "HOST:PORT")]
+        http_addr: Option<String>,
+    },
+    /// Applies the catalog's schema migrations and exits (run once before rolling out replicas).
+    Migrate {
+        /// Directory for embedded state [default: ./strata-data].
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Prints the effective configuration (secrets hidden) and exits.
+    Config {
+        /// Directory for embedded state [default: ./strata-data].
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: failed to start the async runtime: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve { data_dir, http_addr } => {
+            let config = load_config(cli.config, data_dir, http_addr)?;
+            let shutdown = CancellationToken::new();
+            let signal_token = shutdown.clone();
+            tokio::spawn(async move {
+                wait_for_signal().await;
+                signal_token.cancel();
+            });
+            strata_serve::serve_node(config, shutdown).await
+        }
+        Command::Migrate { data_dir } => {
+            let config = load_config(cli.config, data_dir, None)?;
+            strata_catalog::open_catalog(&config.catalog.uri, 1)
+                .await
+                .with_context(|| format!("failed to migrate the catalog at `{}`", strata_serve::redact(&config.catalog.uri)))?;
+            info!("catalog schema is up to date");
+            Ok(())
+        }
+        Command::Config { data_dir } => {
+            let mut config = load_config(cli.config, data_dir, None)?;
+            config.catalog.uri = strata_serve::redact(&config.catalog.uri);
+            if config.storage.s3.secret_access_key.is_some() {
+                config.storage.s3.secret_access_key = Some("***".to_owned());
+            }
+            let text = json_text(&config)?;
+            std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes())?;
+            Ok(())
+        }
+    }
+}
+
+/// Flags have the highest precedence: they are applied as the last environment entries.
+fn load_config(config_file: Option<PathBuf>, data_dir: Option<PathBuf>, http_addr: Option<String>) -> anyhow::Result<NodeConfig> {
+    let mut env: Vec<(String, String)> = std::env::vars().collect();
+    if let Some(data_dir) = data_dir {
+        env.push(("STRATA__DATA_DIR".to_owned(), data_dir.display().to_string()));
+    }
+    if let Some(http_addr) = http_addr {
+        env.push(("STRATA__HTTP__ADDR".to_owned(), http_addr));
+    }
+    Ok(NodeConfig::load(config_file.as_deref(), env)?)
+}
+
+fn json_text(config: &NodeConfig) -> anyhow::Result<String> {
+    Ok(serde_json::to_string_pretty(config)?)
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("STRATA_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler succeeds on unix");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = terminate.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+    info!("shutdown signal received");
+}

@@ -1,0 +1,13 @@
+//! Node configuration: what a Strata process runs and where its state lives.
+//!
+//! Precedence, lowest to highest: built-in defaults, the config file (TOML), `STRATA__*`
+//! environment variables (`STRATA__CATALOG__URI` sets `catalog.uri`), then command-line
+//! flags, which the binary applies as overrides. Everything is validated at load time, before
+//! any port opens. Depends only on `strata-types`.
+
+mod node;
+
+pub use node::{
+    CatalogConfig, ConfigError, DicomwebConfig, HttpConfig, IngestConfig, NodeConfig, S3Config,
+    StorageConfig,
+};

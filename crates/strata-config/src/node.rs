@@ -1,0 +1,395 @@
+//! The node configuration tree and its loader.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// The default DICOMweb / HTTP listen address.
+pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8080";
+
+/// A configuration problem, reported before anything starts.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file or environment could not be read or has the wrong shape.
+    #[error("invalid configuration: {0}")]
+    Load(String),
+    /// A value is present but not usable.
+    #[error("invalid configuration value `{key}`: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+/// The whole configuration of one Strata process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Directory for embedded state: the SQLite catalog, local objects and the spool.
+    pub data_dir: PathBuf,
+    pub http: HttpConfig,
+    pub catalog: CatalogConfig,
+    pub storage: StorageConfig,
+    pub ingest: IngestConfig,
+    pub dicomweb: DicomwebConfig,
+}
+
+/// The HTTP listener.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Listen address, `HOST:PORT`. Port 0 picks a free port (logged at start-up).
+    pub addr: String,
+}
+
+/// The SQL catalog.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CatalogConfig {
+    /// `sqlite://PATH` or `postgres://USER:PASSWORD@HOST:PORT/DB`. Empty means
+    /// `sqlite://{data_dir}/catalog.db`.
+    pub uri: String,
+    /// Reads the PostgreSQL password from this file (a mounted secret) when set.
+    pub password_file: Option<PathBuf>,
+    pub max_connections: u32,
+}
+
+/// The object store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// `file://PATH`, `ram://` or `s3://BUCKET[/PREFIX]`. Empty means
+    /// `file://{data_dir}/objects`.
+    pub uri: String,
+    pub s3: S3Config,
+}
+
+/// Settings of an S3-compatible store. Unset credentials fall back to the standard
+/// `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` / `AWS_REGION` / `AWS_ENDPOINT_URL`
+/// environment variables.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct S3Config {
+    /// `http(s)://HOST:PORT`; empty for AWS itself.
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    /// Reads the secret access key from this file (a mounted secret) when set.
+    pub secret_access_key_file: Option<PathBuf>,
+    /// Path-style requests (`http://host/bucket/key`), which most self-hosted stores need.
+    pub path_style: bool,
+    /// Allows plain-HTTP endpoints.
+    pub allow_http: bool,
+}
+
+/// The ingest pipeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestConfig {
+    /// Where received instances are spooled while they are validated. Empty means
+    /// `{data_dir}/spool`.
+    pub spool_dir: Option<PathBuf>,
+    /// The largest single instance accepted, in bytes.
+    pub max_instance_bytes: u64,
+    /// Instances processed in parallel within one request.
+    pub concurrency: usize,
+}
+
+/// The DICOMweb service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DicomwebConfig {
+    /// Public base URL used in RetrieveURL and BulkDataURI, e.g.
+    /// `https://pacs.example.org/dicomweb`. Empty means derived from the request's Host header.
+    pub public_base_url: Option<String>,
+    /// The largest STOW-RS request body accepted, in bytes.
+    pub max_request_bytes: u64,
+    /// The QIDO-RS result limit applied when the client gives none (and the most it may ask).
+    pub max_query_results: u64,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./strata-data"),
+            http: HttpConfig::default(),
+            catalog: CatalogConfig::default(),
+            storage: StorageConfig::default(),
+            ingest: IngestConfig::default(),
+            dicomweb: DicomwebConfig::default(),
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self { addr: DEFAULT_HTTP_ADDR.to_owned() }
+    }
+}
+
+impl Default for CatalogConfig {
+    fn default() -> Self {
+        Self { uri: String::new(), password_file: None, max_connections: 16 }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self { uri: String::new(), s3: S3Config::default() }
+    }
+}
+
+impl Default for S3Config {
+    fn default() -> Self {
+        Self {
+            endpoint: None,
+            region: None,
+            access_key_id: None,
+            secret_access_key: None,
+            secret_access_key_file: None,
+            path_style: true,
+            allow_http: false,
+        }
+    }
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self { spool_dir: None, max_instance_bytes: 8 << 30, concurrency: 4 }
+    }
+}
+
+impl Default for DicomwebConfig {
+    fn default() -> Self {
+        Self { public_base_url: None, max_request_bytes: 64 << 30, max_query_results: 1000 }
+    }
+}
+
+impl NodeConfig {
+    /// Loads defaults, then `config_file` (if given), then the `STRATA__*` entries of `env`,
+    /// and resolves and validates the result. Tests pass `env` as a map; the binary passes
+    /// `std::env::vars()`.
+    pub fn load(
+        config_file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(NodeConfig::default()));
+        if let Some(path) = config_file {
+            if !path.is_file() {
+                return Err(ConfigError::Load(format!(
+                    "config file `{}` does not exist or is not a file",
+                    path.display()
+                )));
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        let env_map: HashMap<String, String> = env
+            .into_iter()
+            .filter(|(key, _)| key.starts_with("STRATA__"))
+            .collect();
+        // figment's `Env` provider reads the process environment; the map is turned into
+        // dotted keys by hand instead, so tests stay hermetic.
+        let mut env_figment = Figment::new();
+        for (key, value) in &env_map {
+            let path = key["STRATA__".len()..].to_lowercase().replace("__", ".");
+            env_figment = env_figment.merge(Serialized::global(&path, parse_env_value(value)));
+        }
+        let config: NodeConfig = figment
+            .merge(env_figment)
+            .extract()
+            .map_err(|error| ConfigError::Load(error.to_string()))?;
+        config.resolved()
+    }
+
+    /// Fills derived defaults (catalog, storage and spool under `data_dir`) and validates.
+    pub fn resolved(mut self) -> Result<Self, ConfigError> {
+        if self.catalog.uri.trim().is_empty() {
+            self.catalog.uri = format!("sqlite://{}", self.data_dir.join("catalog.db").display());
+        }
+        if self.storage.uri.trim().is_empty() {
+            self.storage.uri = format!("file://{}", self.data_dir.join("objects").display());
+        }
+        if self.ingest.spool_dir.is_none() {
+            self.ingest.spool_dir = Some(self.data_dir.join("spool"));
+        }
+        self.validate()?;
+        Ok(self)
+    }
+
+    /// Returns the spool directory (resolved).
+    pub fn spool_dir(&self) -> PathBuf {
+        self.ingest.spool_dir.clone().unwrap_or_else(|| self.data_dir.join("spool"))
+    }
+
+    /// Returns the HTTP listen address, parsed.
+    pub fn http_socket_addr(&self) -> Result<SocketAddr, ConfigError> {
+        parse_socket_addr(&self.http.addr)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        parse_socket_addr(&self.http.addr)?;
+        let catalog_uri = self.catalog.uri.as_str();
+        if !(catalog_uri.starts_with("sqlite:")
+            || catalog_uri.starts_with("postgres://")
+            || catalog_uri.starts_with("postgresql://"))
+        {
+            return Err(ConfigError::Invalid {
+                key: "catalog.uri",
+                reason: format!(
+                    "`{catalog_uri}` is neither `sqlite://PATH` nor `postgres://USER@HOST/DB`"
+                ),
+            });
+        }
+        if self.catalog.max_connections == 0 {
+            return Err(ConfigError::Invalid {
+                key: "catalog.max_connections",
+                reason: "must be at least 1".to_owned(),
+            });
+        }
+        let storage_uri = self.storage.uri.as_str();
+        if storage_uri.starts_with("s3://") {
+            let bucket = storage_uri["s3://".len()..].split('/').next().unwrap_or_default();
+            if bucket.is_empty() {
+                return Err(ConfigError::Invalid {
+                    key: "storage.uri",
+                    reason: "an s3:// URI needs a bucket: `s3://BUCKET[/PREFIX]`".to_owned(),
+                });
+            }
+            if let Some(endpoint) = &self.storage.s3.endpoint {
+                if endpoint.starts_with("http://") && !self.storage.s3.allow_http {
+                    return Err(ConfigError::Invalid {
+                        key: "storage.s3.allow_http",
+                        reason: format!(
+                            "endpoint `{endpoint}` is plain HTTP: set storage.s3.allow_http = true \
+                             to allow it"
+                        ),
+                    });
+                }
+            }
+        } else if !(storage_uri.starts_with("file://") || storage_uri == "ram://") {
+            return Err(ConfigError::Invalid {
+                key: "storage.uri",
+                reason: format!(
+                    "`{storage_uri}` is not one of `file://PATH`, `ram://`, `s3://BUCKET[/PREFIX]`"
+                ),
+            });
+        }
+        if self.ingest.concurrency == 0 {
+            return Err(ConfigError::Invalid {
+                key: "ingest.concurrency",
+                reason: "must be at least 1".to_owned(),
+            });
+        }
+        if self.dicomweb.max_query_results == 0 {
+            return Err(ConfigError::Invalid {
+                key: "dicomweb.max_query_results",
+                reason: "must be at least 1".to_owned(),
+            });
+        }
+        Ok(())
+    }
+}
+
+fn parse_socket_addr(value: &str) -> Result<SocketAddr, ConfigError> {
+    use std::net::ToSocketAddrs;
+    value
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .ok_or_else(|| ConfigError::Invalid {
+            key: "http.addr",
+            reason: format!("`{value}` is not a HOST:PORT address"),
+        })
+}
+
+/// Environment values are strings; numbers and booleans are recognised so that
+/// `STRATA__CATALOG__MAX_CONNECTIONS=4` works.
+fn parse_env_value(value: &str) -> figment::value::Value {
+    if let Ok(number) = value.parse::<u64>() {
+        return figment::value::Value::from(number);
+    }
+    match value {
+        "true" => figment::value::Value::from(true),
+        "false" => figment::value::Value::from(false),
+        _ => figment::value::Value::from(value.to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(key, value)| (key.to_string(), value.to_string())).collect()
+    }
+
+    #[test]
+    fn test_defaults_live_under_data_dir() {
+        let config = NodeConfig::load(None, env(&[])).unwrap();
+        assert_eq!(config.catalog.uri, "sqlite://./strata-data/catalog.db");
+        assert_eq!(config.storage.uri, "file://./strata-data/objects");
+        assert_eq!(config.http.addr, DEFAULT_HTTP_ADDR);
+    }
+
+    #[test]
+    fn test_env_overrides_file_and_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("strata.toml");
+        std::fs::write(&file, "[catalog]\nuri = \"sqlite:///tmp/a.db\"\nmax_connections = 2\n")
+            .unwrap();
+        let config = NodeConfig::load(
+            Some(&file),
+            env(&[
+                ("STRATA__CATALOG__URI", "postgres://u@localhost/db"),
+                ("STRATA__INGEST__CONCURRENCY", "7"),
+                ("STRATA__STORAGE__S3__PATH_STYLE", "false"),
+                ("UNRELATED", "x"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.catalog.uri, "postgres://u@localhost/db");
+        assert_eq!(config.catalog.max_connections, 2);
+        assert_eq!(config.ingest.concurrency, 7);
+        assert!(!config.storage.s3.path_style);
+    }
+
+    #[test]
+    fn test_bad_values_name_the_key() {
+        let error = NodeConfig::load(None, env(&[("STRATA__STORAGE__URI", "ftp://x")])).unwrap_err();
+        assert!(error.to_string().contains("storage.uri"), "{error}");
+        let error = NodeConfig::load(None, env(&[("STRATA__HTTP__ADDR", "nonsense")])).unwrap_err();
+        assert!(error.to_string().contains("http.addr"), "{error}");
+        let error = NodeConfig::load(None, env(&[("STRATA__CATALOG__URI", "mysql://x")])).unwrap_err();
+        assert!(error.to_string().contains("catalog.uri"), "{error}");
+    }
+
+    #[test]
+    fn test_unknown_keys_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("strata.toml");
+        std::fs::write(&file, "[catalog]\nurl = \"sqlite:///tmp/a.db\"\n").unwrap();
+        let error = NodeConfig::load(Some(&file), env(&[])).unwrap_err();
+        assert!(error.to_string().contains("url"), "{error}");
+    }
+
+    #[test]
+    fn test_missing_file_is_reported() {
+        let error = NodeConfig::load(Some(Path::new("/nonexistent/strata.toml")), env(&[])).unwrap_err();
+        assert!(error.to_string().contains("/nonexistent/strata.toml"), "{error}");
+    }
+
+    #[test]
+    fn test_plain_http_s3_needs_opt_in() {
+        let error = NodeConfig::load(
+            None,
+            env(&[
+                ("STRATA__STORAGE__URI", "s3://bucket/prefix"),
+                ("STRATA__STORAGE__S3__ENDPOINT", "http://127.0.0.1:3900"),
+            ]),
+        )
+        .unwrap_err();
+        assert!(error.to_string().contains("allow_http"), "{error}");
+    }
+}

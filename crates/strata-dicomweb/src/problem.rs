@@ -1,0 +1,56 @@
+//! RFC 9457 problem details for every error response.
+
+use axum::response::{IntoResponse, Response};
+use http::StatusCode;
+
+/// An error answered as `application/problem+json`. The detail names the offending parameter
+/// or UID and never carries patient data; 5xx details say "internal error" only.
+#[derive(Debug, Clone)]
+pub struct Problem {
+    pub status: StatusCode,
+    pub detail: String,
+}
+
+impl Problem {
+    /// 400 with a detail.
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        Self { status: StatusCode::BAD_REQUEST, detail: detail.into() }
+    }
+
+    /// 404 with a detail.
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Self { status: StatusCode::NOT_FOUND, detail: detail.into() }
+    }
+
+    /// 406 with a detail.
+    pub fn not_acceptable(detail: impl Into<String>) -> Self {
+        Self { status: StatusCode::NOT_ACCEPTABLE, detail: detail.into() }
+    }
+
+    /// 415 with a detail.
+    pub fn unsupported_media_type(detail: impl Into<String>) -> Self {
+        Self { status: StatusCode::UNSUPPORTED_MEDIA_TYPE, detail: detail.into() }
+    }
+
+    /// 503 for a dependency that is down; the cause is logged, not returned.
+    pub fn unavailable(cause: &dyn std::fmt::Display) -> Self {
+        let request_id = uuid::Uuid::new_v4();
+        tracing::error!(%request_id, error = %cause, "dependency unavailable");
+        Self {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            detail: format!("the archive is temporarily unavailable (request id {request_id})"),
+        }
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({
+            "type": "about:blank",
+            "title": self.status.canonical_reason().unwrap_or("Error"),
+            "status": self.status.as_u16(),
+            "detail": self.detail,
+        });
+        (self.status, [(http::header::CONTENT_TYPE, "application/problem+json")], body.to_string()).into_response()
+    }
+}

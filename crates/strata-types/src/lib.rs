@@ -1,0 +1,12 @@
+//! Shared vocabulary of Strata: validated DICOM UIDs, object keys and error codes.
+//!
+//! This crate performs no I/O and depends on no other Strata crate; every other crate may
+//! depend on it.
+
+mod error_code;
+mod object_key;
+mod uid;
+
+pub use error_code::ErrorCode;
+pub use object_key::ObjectKey;
+pub use uid::{InvalidUid, SeriesUid, SopInstanceUid, StudyUid, Uid, validate_uid, validate_uid_strict};
