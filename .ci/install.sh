@@ -58,8 +58,12 @@ strata_ci_install_python_packages() {
     return 0
   fi
   strata_ci_log "pip: installing ${STRATA_CI_PIP_PACKAGES[*]}"
-  python3 -m pip install --quiet --no-input --disable-pip-version-check \
-    "${STRATA_CI_PIP_PACKAGES[@]}" || return 1
+  local -a pip_install=(python3 -m pip install --quiet --no-input --disable-pip-version-check)
+  if ! "${pip_install[@]}" "${STRATA_CI_PIP_PACKAGES[@]}"; then
+    # A Debian-managed python3 refuses plain installs (PEP 668); CI owns the machine.
+    strata_ci_log "pip: retrying with --break-system-packages"
+    "${pip_install[@]}" --break-system-packages "${STRATA_CI_PIP_PACKAGES[@]}" || return 1
+  fi
   python3 -c "$import_statement" || return 1
 }
 

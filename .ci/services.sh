@@ -264,12 +264,12 @@ EOF
     return 1
   fi
   strata_ci_log "garage: node $node_id, assigning layout"
-  strata_ci_garage_cli layout assign -z dc1 -c 1G "$node_id" >>"$STRATA_CI_GARAGE_DIR/cli.log" 2>&1 &&
-    strata_ci_garage_cli layout apply --version 1 >>"$STRATA_CI_GARAGE_DIR/cli.log" 2>&1 || {
+  if ! strata_ci_garage_cli layout assign -z dc1 -c 1G "$node_id" >>"$STRATA_CI_GARAGE_DIR/cli.log" 2>&1 ||
+    ! strata_ci_garage_cli layout apply --version 1 >>"$STRATA_CI_GARAGE_DIR/cli.log" 2>&1; then
     strata_ci_error "garage: layout assign/apply failed"
     strata_ci_dump_log "$STRATA_CI_GARAGE_DIR/cli.log"
     return 1
-  }
+  fi
   if ! strata_ci_retry "$STRATA_CI_READY_ATTEMPTS" 0.5 strata_ci_garage_healthy; then
     strata_ci_error "garage: cluster not healthy after layout apply"
     strata_ci_dump_log "$STRATA_CI_GARAGE_DIR/garage.log"
@@ -293,7 +293,7 @@ EOF
   secret_access_key=$(awk -F': *' '/^Secret key:/ { print $2; exit }' <<<"$key_output" | tr -d '[:space:]')
   if [[ ! $access_key_id =~ ^GK[0-9a-f]+$ || ! $secret_access_key =~ ^[0-9a-f]{32,}$ ]]; then
     strata_ci_error "garage: cannot parse the output of \`garage key create\`:"
-    sed -e 's/^\(Secret key:[[:space:]]*\).*/\1(hidden)/' <<<"$key_output" >&2
+    grep -v '^Secret key:' <<<"$key_output" >&2
     return 1
   fi
   strata_ci_garage_cli bucket allow --read --write --owner "$STRATA_CI_S3_BUCKET" \

@@ -201,11 +201,17 @@ def start_archive(
         data_dir = tmp_path_factory.mktemp(f"archive-{label}") / "data"
         server = StrataServer(strata_bin, data_dir, resources.env, label)
         archive = Archive(server=server, resources=resources, backend=backend)
-        started.append(archive)
+        start_error = None
         try:
             server.start(timeout_seconds=startup_timeout)
         except e2e_support.ServerStartError as error:
-            pytest.fail(str(error), pytrace=False)
+            start_error = str(error)
+        if start_error is not None:
+            server.stop()
+            if resources.cleanup is not None:
+                resources.cleanup()
+            pytest.fail(start_error, pytrace=False)
+        started.append(archive)
         return archive
 
     yield start

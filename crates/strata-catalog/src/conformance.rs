@@ -12,6 +12,7 @@
 
 mod matching;
 mod records;
+mod results;
 mod storing;
 
 use std::future::Future;
@@ -26,14 +27,15 @@ use crate::{
 };
 
 pub use matching::{
-    computed_attributes_and_metadata, every_match_key, list_matching, modalities_in_study, paging,
-    range_matching, scopes, sequence_matching, single_and_wildcard_case_rules,
+    every_match_key, list_matching, modalities_in_study, range_matching, sequence_matching,
+    single_and_wildcard_case_rules,
 };
 pub use records::{
     CT_IMAGE_STORAGE, EXPLICIT_VR_LITTLE_ENDIAN, MR_IMAGE_STORAGE, SECONDARY_CAPTURE_IMAGE_STORAGE,
     synthetic_record, synthetic_series_uid, synthetic_sha256, synthetic_sop_instance_uid,
     synthetic_study_uid, with_other_content,
 };
+pub use results::{computed_attributes_and_metadata, paging, scopes};
 pub use storing::{
     attribute_merging, concurrent_stores, events_follow_stores, instance_locations_order,
     patients_with_same_id_and_different_issuers, ping_and_count, store_outcomes,

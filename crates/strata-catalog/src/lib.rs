@@ -1,8 +1,10 @@
 //! The SQL metadata catalog: patients, studies, series, instances and the event log.
 //!
 //! Owns the schema and its migrations (one folder per engine under `migrations/`), the
-//! `Catalog` trait and its SQLite and PostgreSQL implementations. Depends only on
-//! `strata-types`; it knows nothing of HTTP, DIMSE or the object store.
+//! `Catalog` trait and its one implementation, [`SqlCatalog`], which runs on SQLite
+//! (`sqlite://PATH`) and PostgreSQL (`postgres://...`); [`open_catalog`] picks the engine from
+//! the URI. The `testsuite` feature exports `conformance`, the scenarios every engine passes.
+//! Depends only on `strata-types`; it knows nothing of HTTP, DIMSE or the object store.
 
 mod error;
 mod model;
@@ -35,7 +37,8 @@ pub trait Catalog: Send + Sync + 'static {
     ) -> CatalogResult<Option<String>>;
 
     /// Returns the locations of the instances of a study, a series of it, or one instance,
-    /// ordered by series number, instance number, then UID. Empty when nothing matches.
+    /// ordered by series number, instance number (missing numbers last), then storage order.
+    /// Empty when nothing matches.
     async fn instance_locations(
         &self,
         study_instance_uid: &StudyUid,

@@ -264,6 +264,26 @@ pub async fn concurrent_stores(catalog: Arc<dyn Catalog>) {
         "{outcomes:?}"
     );
 
+    // Sixteen instances of four series of one study, half of them changing study and series
+    // attributes, so some writers lock the study row early and some late.
+    let mixed: Vec<_> = (1..=16)
+        .map(|instance| {
+            let mut record = synthetic_record(9, instance % 4 + 1, instance);
+            if instance % 2 == 0 {
+                record.study.study_description = format!("Changed {instance}");
+                record.series.series_description = format!("Changed {instance}");
+            }
+            record
+        })
+        .collect();
+    let outcomes = store_concurrently(&catalog, mixed).await;
+    assert!(
+        outcomes
+            .iter()
+            .all(|outcome| *outcome == StoreOutcome::Created),
+        "{outcomes:?}"
+    );
+
     let studies = catalog
         .query(&query_at(QueryLevel::Study, vec![]))
         .await
@@ -282,7 +302,8 @@ pub async fn concurrent_stores(catalog: Arc<dyn Catalog>) {
             (1, 1),
             (1, 1),
             (1, 1),
-            (1, 1)
+            (1, 1),
+            (4, 16)
         ]
     );
     let patient_id = synthetic_record(3, 1, 1).patient.patient_id;
@@ -295,10 +316,10 @@ pub async fn concurrent_stores(catalog: Arc<dyn Catalog>) {
         .len(),
         6
     );
-    assert_eq!(catalog.count_instances().await.unwrap(), 24);
+    assert_eq!(catalog.count_instances().await.unwrap(), 40);
     assert_eq!(
         catalog.events_after(0, 1_000).await.unwrap().len(),
-        24,
+        40,
         "one event per created instance"
     );
 }

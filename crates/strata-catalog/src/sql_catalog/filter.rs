@@ -273,21 +273,21 @@ fn push_condition(
                 .push_bind(fold(value));
         }
         Matcher::Wildcard(pattern) => {
-            let expression = match kind {
+            let text_expression = match kind {
                 ValueKind::Integer => format!("CAST({expression} AS TEXT)"),
                 _ => expression.to_owned(),
             };
-            let pattern = fold(pattern);
+            let folded_pattern = fold(pattern);
             match engine {
                 Engine::Sqlite => {
                     builder
-                        .push(&format!("{expression} GLOB "))
-                        .push_bind(glob_pattern(&pattern));
+                        .push(&format!("{text_expression} GLOB "))
+                        .push_bind(glob_pattern(&folded_pattern));
                 }
                 Engine::Postgres => {
                     builder
-                        .push(&format!("{expression} LIKE "))
-                        .push_bind(like_pattern(&pattern));
+                        .push(&format!("{text_expression} LIKE "))
+                        .push_bind(like_pattern(&folded_pattern));
                     builder.push(" ESCAPE '!'");
                 }
             }

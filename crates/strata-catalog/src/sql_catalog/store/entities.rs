@@ -1,0 +1,411 @@
+//! Upserts of the patient, study and series rows of a stored instance, and the counters.
+//!
+//! Attributes of existing entities are merged: a non-empty value in the new record replaces the
+//! stored one, an empty one (or a missing number) keeps it, so the latest non-empty value wins.
+//! An existing study keeps its patient, and an existing series its study. Patients without a
+//! Patient ID are never merged by ID: such a record joins the patient of its study, or gets a
+//! new patient (the unique index on Patient ID + Issuer is partial, `WHERE patient_id <> ''`).
+//!
+//! Every "insert unless it exists" is `INSERT ... ON CONFLICT DO NOTHING RETURNING pk`
+//! followed, when nothing was returned, by a `SELECT`: on PostgreSQL the insert waits for a
+//! concurrent inserter of the same key to commit, after which the `SELECT` sees its row.
+
+use sqlx::{AnyConnection, Row};
+
+use crate::{PatientAttributes, SeriesAttributes, StudyAttributes};
+
+use crate::sql_catalog::builder::{SqlBuilder, SqlValue};
+use crate::sql_catalog::filter::fold_person_name;
+
+/// An existing study row.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct StudyRow {
+    pub(super) study_pk: i64,
+    pub(super) patient_pk: i64,
+}
+
+/// The series an instance goes into.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct SeriesRow {
+    pub(super) series_pk: i64,
+    /// The study the series belongs to (the one it was first stored with).
+    pub(super) study_pk: i64,
+}
+
+/// Returns the study row with the record's Study Instance UID, if any.
+pub(super) async fn find_study(
+    connection: &mut AnyConnection,
+    study: &StudyAttributes,
+) -> Result<Option<StudyRow>, sqlx::Error> {
+    let row = sqlx::query("SELECT study_pk, patient_pk FROM study WHERE study_instance_uid = $1")
+        .bind(study.study_instance_uid.as_str())
+        .fetch_optional(connection)
+        .await?;
+    row.map(|row| {
+        Ok(StudyRow {
+            study_pk: row.try_get("study_pk")?,
+            patient_pk: row.try_get("patient_pk")?,
+        })
+    })
+    .transpose()
+}
+
+/// Inserts the patient or, when one with the same Patient ID and issuer exists, merges into it.
+pub(super) async fn upsert_patient(
+    connection: &mut AnyConnection,
+    patient: &PatientAttributes,
+) -> Result<i64, sqlx::Error> {
+    // Rows with an empty Patient ID are outside the partial unique index: they always insert.
+    let inserted = sqlx::query(
+        "INSERT INTO patient (patient_id, issuer_of_patient_id, patient_name, patient_name_upper, \
+         patient_birth_date, patient_sex) VALUES ($1, $2, $3, $4, $5, $6) \
+         ON CONFLICT (patient_id, issuer_of_patient_id) WHERE patient_id <> '' DO NOTHING \
+         RETURNING patient_pk",
+    )
+    .bind(patient.patient_id.as_str())
+    .bind(patient.issuer_of_patient_id.as_str())
+    .bind(patient.patient_name.as_str())
+    .bind(fold_person_name(&patient.patient_name))
+    .bind(patient.patient_birth_date.as_str())
+    .bind(patient.patient_sex.as_str())
+    .fetch_optional(&mut *connection)
+    .await?;
+    if let Some(row) = inserted {
+        return row.try_get("patient_pk");
+    }
+    let row = sqlx::query(
+        "SELECT patient_pk FROM patient WHERE patient_id = $1 AND issuer_of_patient_id = $2",
+    )
+    .bind(patient.patient_id.as_str())
+    .bind(patient.issuer_of_patient_id.as_str())
+    .fetch_one(&mut *connection)
+    .await?;
+    let patient_pk = row.try_get("patient_pk")?;
+    merge_patient(connection, patient_pk, patient).await?;
+    Ok(patient_pk)
+}
+
+/// Merges the record's patient attributes into an existing patient row.
+pub(super) async fn merge_patient(
+    connection: &mut AnyConnection,
+    patient_pk: i64,
+    patient: &PatientAttributes,
+) -> Result<(), sqlx::Error> {
+    let fields = [
+        (
+            "patient_name",
+            SqlValue::from(patient.patient_name.as_str()),
+        ),
+        (
+            "patient_name_upper",
+            SqlValue::from(fold_person_name(&patient.patient_name)),
+        ),
+        (
+            "patient_birth_date",
+            SqlValue::from(patient.patient_birth_date.as_str()),
+        ),
+        ("patient_sex", SqlValue::from(patient.patient_sex.as_str())),
+    ];
+    merge_update("patient", "patient_pk", patient_pk, fields)
+        .build()
+        .execute(connection)
+        .await?;
+    Ok(())
+}
+
+fn study_fields(study: &StudyAttributes) -> [(&'static str, SqlValue); 8] {
+    [
+        ("study_date", SqlValue::from(study.study_date.as_str())),
+        ("study_time", SqlValue::from(study.study_time.as_str())),
+        (
+            "accession_number",
+            SqlValue::from(study.accession_number.as_str()),
+        ),
+        (
+            "referring_physician_name",
+            SqlValue::from(study.referring_physician_name.as_str()),
+        ),
+        (
+            "referring_physician_name_upper",
+            SqlValue::from(fold_person_name(&study.referring_physician_name)),
+        ),
+        ("study_id", SqlValue::from(study.study_id.as_str())),
+        (
+            "study_description",
+            SqlValue::from(study.study_description.as_str()),
+        ),
+        (
+            "timezone_offset_from_utc",
+            SqlValue::from(study.timezone_offset_from_utc.as_str()),
+        ),
+    ]
+}
+
+/// Merges the record's study attributes into an existing study row.
+pub(super) async fn merge_study(
+    connection: &mut AnyConnection,
+    study_pk: i64,
+    study: &StudyAttributes,
+) -> Result<(), sqlx::Error> {
+    let builder = merge_update("study", "study_pk", study_pk, study_fields(study));
+    builder.build().execute(connection).await?;
+    Ok(())
+}
+
+/// Inserts a study of `patient_pk` (counters at zero) and returns its key; when a concurrent
+/// writer created it first, merges into that one instead.
+pub(super) async fn insert_study(
+    connection: &mut AnyConnection,
+    patient_pk: i64,
+    study: &StudyAttributes,
+) -> Result<i64, sqlx::Error> {
+    let fields = study_fields(study);
+    let columns: Vec<&str> = fields.iter().map(|(column, _)| *column).collect();
+    let mut builder = SqlBuilder::new(&format!(
+        "INSERT INTO study (patient_pk, study_instance_uid, {}) VALUES ",
+        columns.join(", ")
+    ));
+    let values = [
+        SqlValue::from(patient_pk),
+        SqlValue::from(study.study_instance_uid.as_str()),
+    ];
+    builder.push_bind_list(
+        values
+            .into_iter()
+            .chain(fields.into_iter().map(|(_, value)| value)),
+    );
+    builder.push(" ON CONFLICT (study_instance_uid) DO NOTHING RETURNING study_pk");
+    if let Some(row) = builder.build().fetch_optional(&mut *connection).await? {
+        return row.try_get("study_pk");
+    }
+    let existing = find_study(connection, study)
+        .await?
+        .ok_or(sqlx::Error::RowNotFound)?;
+    merge_study(connection, existing.study_pk, study).await?;
+    Ok(existing.study_pk)
+}
+
+fn series_fields(series: &SeriesAttributes) -> [(&'static str, SqlValue); 6] {
+    [
+        ("modality", SqlValue::from(series.modality.as_str())),
+        ("series_number", SqlValue::from(series.series_number)),
+        (
+            "series_description",
+            SqlValue::from(series.series_description.as_str()),
+        ),
+        (
+            "body_part_examined",
+            SqlValue::from(series.body_part_examined.as_str()),
+        ),
+        (
+            "performed_procedure_step_start_date",
+            SqlValue::from(series.performed_procedure_step_start_date.as_str()),
+        ),
+        (
+            "performed_procedure_step_start_time",
+            SqlValue::from(series.performed_procedure_step_start_time.as_str()),
+        ),
+    ]
+}
+
+async fn find_series(
+    connection: &mut AnyConnection,
+    series: &SeriesAttributes,
+) -> Result<Option<SeriesRow>, sqlx::Error> {
+    let row = sqlx::query("SELECT series_pk, study_pk FROM series WHERE series_instance_uid = $1")
+        .bind(series.series_instance_uid.as_str())
+        .fetch_optional(connection)
+        .await?;
+    row.map(|row| {
+        Ok(SeriesRow {
+            series_pk: row.try_get("series_pk")?,
+            study_pk: row.try_get("study_pk")?,
+        })
+    })
+    .transpose()
+}
+
+/// Adds to the counters of a study.
+async fn add_to_study_counters(
+    connection: &mut AnyConnection,
+    study_pk: i64,
+    num_instances: i64,
+    num_series: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE study SET num_instances = num_instances + $2, num_series = num_series + $3 \
+         WHERE study_pk = $1",
+    )
+    .bind(study_pk)
+    .bind(num_instances)
+    .bind(num_series)
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
+/// Inserts or merges the series of a new instance of study `study_pk` and counts the instance
+/// (and the series, when new) in the study and series counters.
+///
+/// The study row is updated before any series row is touched, keeping the lock order.
+pub(super) async fn store_series(
+    connection: &mut AnyConnection,
+    study_pk: i64,
+    series: &SeriesAttributes,
+) -> Result<SeriesRow, sqlx::Error> {
+    let existing = find_series(connection, series).await?;
+    let counted_study_pk = existing.map_or(study_pk, |existing| existing.study_pk);
+    add_to_study_counters(connection, counted_study_pk, 1, 0).await?;
+    let series_row = match existing {
+        Some(existing) => existing,
+        None => {
+            let fields = series_fields(series);
+            let columns: Vec<&str> = fields.iter().map(|(column, _)| *column).collect();
+            let mut builder = SqlBuilder::new(&format!(
+                "INSERT INTO series (study_pk, series_instance_uid, {}) VALUES ",
+                columns.join(", ")
+            ));
+            let values = [
+                SqlValue::from(study_pk),
+                SqlValue::from(series.series_instance_uid.as_str()),
+            ];
+            builder.push_bind_list(
+                values
+                    .into_iter()
+                    .chain(fields.into_iter().map(|(_, value)| value)),
+            );
+            builder.push(" ON CONFLICT (series_instance_uid) DO NOTHING RETURNING series_pk");
+            if let Some(row) = builder.build().fetch_optional(&mut *connection).await? {
+                add_to_study_counters(connection, study_pk, 0, 1).await?;
+                let series_pk = row.try_get("series_pk")?;
+                return finish_series(
+                    connection,
+                    SeriesRow {
+                        series_pk,
+                        study_pk,
+                    },
+                    None,
+                )
+                .await;
+            }
+            // A concurrent writer created the series after this transaction looked for it.
+            let created = find_series(connection, series)
+                .await?
+                .ok_or(sqlx::Error::RowNotFound)?;
+            if created.study_pk != counted_study_pk {
+                // It went to another study than the one just counted: move the count there.
+                add_to_study_counters(connection, counted_study_pk, -1, 0).await?;
+                add_to_study_counters(connection, created.study_pk, 1, 0).await?;
+            }
+            created
+        }
+    };
+    finish_series(connection, series_row, Some(series)).await
+}
+
+/// Merges attributes into an existing series (when `merge_from` is given) and counts the new
+/// instance in it.
+async fn finish_series(
+    connection: &mut AnyConnection,
+    series_row: SeriesRow,
+    merge_from: Option<&SeriesAttributes>,
+) -> Result<SeriesRow, sqlx::Error> {
+    if let Some(series) = merge_from {
+        let builder = merge_update(
+            "series",
+            "series_pk",
+            series_row.series_pk,
+            series_fields(series),
+        );
+        builder.build().execute(&mut *connection).await?;
+    }
+    sqlx::query("UPDATE series SET num_instances = num_instances + 1 WHERE series_pk = $1")
+        .bind(series_row.series_pk)
+        .execute(connection)
+        .await?;
+    Ok(series_row)
+}
+
+/// Adds the record's Request Attributes Sequence items the series does not have yet.
+pub(super) async fn insert_request_attributes(
+    connection: &mut AnyConnection,
+    series_pk: i64,
+    series: &SeriesAttributes,
+) -> Result<(), sqlx::Error> {
+    for item in &series.request_attributes {
+        sqlx::query(
+            "INSERT INTO series_request_attribute \
+             (series_pk, scheduled_procedure_step_id, requested_procedure_id) VALUES ($1, $2, $3) \
+             ON CONFLICT (series_pk, scheduled_procedure_step_id, requested_procedure_id) DO NOTHING",
+        )
+        .bind(series_pk)
+        .bind(item.scheduled_procedure_step_id.as_str())
+        .bind(item.requested_procedure_id.as_str())
+        .execute(&mut *connection)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Builds `UPDATE table SET column = <new value unless empty> ... WHERE pk = ...`, restricted
+/// to rows where some non-empty new value differs, so an unchanged row is not rewritten.
+/// Text values count as empty when `''`, integers when NULL.
+fn merge_update<const N: usize>(
+    table: &str,
+    pk_column: &str,
+    pk: i64,
+    fields: [(&'static str, SqlValue); N],
+) -> SqlBuilder {
+    let mut builder = SqlBuilder::new(&format!("UPDATE {table} SET "));
+    let mut changed_conditions = Vec::with_capacity(N);
+    for (position, (column, value)) in fields.into_iter().enumerate() {
+        let is_text = matches!(value, SqlValue::Text(_));
+        let placeholder = builder.bind(value);
+        if position > 0 {
+            builder.push(", ");
+        }
+        if is_text {
+            builder.push(&format!(
+                "{column} = CASE WHEN {placeholder} = '' THEN {column} ELSE {placeholder} END"
+            ));
+            changed_conditions.push(format!(
+                "({placeholder} <> '' AND {column} <> {placeholder})"
+            ));
+        } else {
+            builder.push(&format!("{column} = COALESCE({placeholder}, {column})"));
+            changed_conditions.push(format!(
+                "({placeholder} IS NOT NULL AND ({column} IS NULL OR {column} <> {placeholder}))"
+            ));
+        }
+    }
+    builder
+        .push(&format!(" WHERE {pk_column} = "))
+        .push_bind(pk);
+    builder.push(&format!(" AND ({})", changed_conditions.join(" OR ")));
+    builder
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_merge_update_keeps_stored_values_for_empty_ones() {
+        let builder = merge_update(
+            "series",
+            "series_pk",
+            7,
+            [
+                ("modality", SqlValue::from("CT")),
+                ("series_number", SqlValue::from(None::<i64>)),
+            ],
+        );
+        assert_eq!(
+            builder.sql(),
+            "UPDATE series SET modality = CASE WHEN $1 = '' THEN modality ELSE $1 END, \
+             series_number = COALESCE($2, series_number) WHERE series_pk = $3 \
+             AND (($1 <> '' AND modality <> $1) OR ($2 IS NOT NULL AND (series_number IS NULL \
+             OR series_number <> $2)))"
+        );
+    }
+}
