@@ -71,6 +71,7 @@ pub struct TestArchive {
 impl TestArchive {
     /// Starts an archive with a fresh, empty catalog and store.
     pub async fn start(backend: Backend) -> anyhow::Result<Self> {
+        init_test_logging();
         let data_dir = tempfile::tempdir()?;
         let mut config = NodeConfig { data_dir: data_dir.path().to_owned(), ..NodeConfig::default() };
         config.http.addr = "127.0.0.1:0".to_owned();
@@ -199,4 +200,14 @@ async fn create_database(admin_uri: &str, database: &str) -> anyhow::Result<()> 
     // The name is generated here (hex only), so formatting it into the statement is safe.
     sqlx::query(&format!("CREATE DATABASE {database}")).execute(&mut connection).await?;
     Ok(())
+}
+
+/// Sends the archive's logs to the test output (shown for failing tests); `RUST_LOG` filters.
+fn init_test_logging() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+    });
 }

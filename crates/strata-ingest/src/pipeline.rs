@@ -136,12 +136,7 @@ impl IngestPipeline {
             }
         }
 
-        let key = ObjectKey::for_instance(
-            &attributes.study_instance_uid,
-            &attributes.series_instance_uid,
-            &attributes.sop_instance_uid,
-            &spooled.sha256,
-        );
+        let key = ObjectKey::for_content(&spooled.sha256);
         if let Err(error) = self.store.put_file(&key, spooled.path(), &spooled.sha256).await {
             warn!(%error, object_key = %key, "object store write failed");
             return refused(FailureReason::OutOfResources, "the object store refused the write".to_owned());
@@ -160,7 +155,7 @@ impl IngestPipeline {
             Ok(StoreOutcome::AlreadyStored) => IngestOutcome::Stored(self.stored(&inspected, false)),
             Ok(StoreOutcome::Conflict { .. }) => {
                 // Lost a race against a different object with the same UID: ours is
-                // unreferenced, remove it (its key embeds its own hash, so it is not the winner's).
+                // unreferenced, remove it (keys are content-addressed, so it is not the winner's).
                 if let Err(error) = self.store.delete(&key).await {
                     warn!(%error, object_key = %key, "failed to remove an unreferenced object");
                 }

@@ -314,15 +314,21 @@ pub async fn check_instance_keys(store: &dyn BlobStore, scratch_dir: &Path) {
             SopInstanceUid::parse(&format!("1.2.3.4.5.{index}")).expect("sop instance uid");
         let content = pseudo_random_bytes(1000 + usize::from(index), u64::from(index));
         let sha256_hex = hex::encode(Sha256::digest(&content));
-        let instance_key =
-            ObjectKey::for_instance(&study_uid, &series_uid, &sop_instance_uid, &sha256_hex);
-        let key = ObjectKey::from_stored(format!("conformance/{instance_key}"));
+        // Long, dotted, many-segment keys such as a readable layout would use, and the
+        // archive's own content-addressed layout.
+        let readable_key = ObjectKey::from_stored(format!(
+            "conformance/instances/{study_uid}/{series_uid}/{sop_instance_uid}/{sha256_hex}.dcm"
+        ));
+        put_bytes(store, scratch_dir, &readable_key, &content).await;
+        assert_eq!(get_all(store, &readable_key).await, content, "get {readable_key}");
+        keys.push(readable_key);
+        let key = ObjectKey::from_stored(format!("conformance/{}", ObjectKey::for_content(&sha256_hex)));
         put_bytes(store, scratch_dir, &key, &content).await;
         assert_eq!(get_all(store, &key).await, content, "get {key}");
         keys.push(key);
     }
     let listed: Vec<ObjectKey> = store
-        .list("conformance/instances/1.2.3/1.2.3.4/")
+        .list("conformance/")
         .await
         .expect("list instances")
         .into_iter()

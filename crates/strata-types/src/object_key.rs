@@ -2,28 +2,23 @@
 
 use std::fmt;
 
-use crate::{SeriesUid, SopInstanceUid, StudyUid};
-
 /// The key of one stored object, relative to the store's root or prefix.
 ///
-/// Instance keys embed the SHA-256 of the content, so two different objects claiming the same
-/// SOP Instance UID never overwrite each other while the catalog decides which one wins, and a
-/// re-sent identical instance lands on the same key.
+/// Instance objects are content-addressed: `objects/{sha[0..2]}/{sha[2..4]}/{sha256}.dcm`.
+/// A key therefore never names two different contents, so two objects claiming the same SOP
+/// Instance UID never overwrite each other while the catalog decides which one wins, and a
+/// re-sent identical instance lands on the same key. The catalog maps instances to keys. Keys
+/// stay short (82 characters) whatever the UIDs, which keeps them within the limits of every
+/// S3-compatible store, and the two-level fan-out spreads load across key prefixes.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(transparent)]
 pub struct ObjectKey(String);
 
 impl ObjectKey {
-    /// Returns the key of a DICOM instance:
-    /// `instances/{study}/{series}/{sop_instance}/{sha256}.dcm`.
-    pub fn for_instance(
-        study_uid: &StudyUid,
-        series_uid: &SeriesUid,
-        sop_instance_uid: &SopInstanceUid,
-        sha256_hex: &str,
-    ) -> Self {
+    /// Returns the key of an instance object whose bytes have this SHA-256 (lowercase hex).
+    pub fn for_content(sha256_hex: &str) -> Self {
         debug_assert!(sha256_hex.len() == 64 && sha256_hex.bytes().all(|b| b.is_ascii_hexdigit()));
-        Self(format!("instances/{study_uid}/{series_uid}/{sop_instance_uid}/{sha256_hex}.dcm"))
+        Self(format!("objects/{}/{}/{sha256_hex}.dcm", &sha256_hex[0..2], &sha256_hex[2..4]))
     }
 
     /// Wraps a key read back from the catalog or listed from the store.
@@ -48,13 +43,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn test_instance_key_layout() {
-        let key = ObjectKey::for_instance(
-            &StudyUid::parse("1.2").unwrap(),
-            &SeriesUid::parse("1.2.3").unwrap(),
-            &SopInstanceUid::parse("1.2.3.4").unwrap(),
-            &"a".repeat(64),
-        );
-        assert_eq!(key.as_str(), format!("instances/1.2/1.2.3/1.2.3.4/{}.dcm", "a".repeat(64)));
+    fn test_content_key_layout() {
+        let sha = format!("ab12{}", "c".repeat(60));
+        let key = ObjectKey::for_content(&sha);
+        assert_eq!(key.as_str(), format!("objects/ab/12/{sha}.dcm"));
+        assert_eq!(key.as_str().len(), 82);
     }
 }

@@ -61,12 +61,7 @@ pub fn synthetic_record(study: u32, series: u32, instance: u32) -> InstanceRecor
     let series_instance_uid = synthetic_series_uid(study, series);
     let sop_instance_uid = synthetic_sop_instance_uid(study, series, instance);
     let sha256 = synthetic_sha256(sop_instance_uid.as_str());
-    let key = ObjectKey::for_instance(
-        &study_instance_uid,
-        &series_instance_uid,
-        &sop_instance_uid,
-        &sha256,
-    );
+    let key = ObjectKey::for_content(&sha256);
     let study_date = format!("2024{:02}{:02}", study % 12 + 1, study % 28 + 1);
     let metadata_json = format!(
         r#"{{"00080016":{{"vr":"UI","Value":["{CT_IMAGE_STORAGE}"]}},"00080018":{{"vr":"UI","Value":["{sop_instance_uid}"]}},"00081030":{{"vr":"LO","Value":["Synthétique \"{study}\""]}}}}"#
@@ -127,12 +122,7 @@ pub fn synthetic_record(study: u32, series: u32, instance: u32) -> InstanceRecor
 /// Returns `record` with different object content: another checksum and object key.
 pub fn with_other_content(mut record: InstanceRecord, variant: u32) -> InstanceRecord {
     let sha256 = synthetic_sha256(&format!("{}#{variant}", record.instance.sop_instance_uid));
-    record.object.key = ObjectKey::for_instance(
-        &record.study.study_instance_uid,
-        &record.series.series_instance_uid,
-        &record.instance.sop_instance_uid,
-        &sha256,
-    );
+    record.object.key = ObjectKey::for_content(&sha256);
     record.object.sha256 = sha256;
     record
 }
