@@ -100,15 +100,16 @@ impl SyntheticInstance {
             ));
         }
         let num_pixel_bytes = usize::from(self.rows) * usize::from(self.columns) * 2;
-        let mut state = self.instance_number as u64 ^ 0x9E37_79B9_7F4A_7C15;
-        let pixels: Vec<u8> = (0..num_pixel_bytes)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                (state & 0x0F) as u8
-            })
-            .collect();
+        let mut state = (self.instance_number as u64) ^ 0x9E37_79B9_7F4A_7C15;
+        let mut pixels = Vec::with_capacity(num_pixel_bytes + 8);
+        while pixels.len() < num_pixel_bytes {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            // 12-bit samples: keep the high nibble of each 16-bit word clear.
+            pixels.extend_from_slice(&(state & 0x0FFF_0FFF_0FFF_0FFF).to_le_bytes());
+        }
+        pixels.truncate(num_pixel_bytes);
         object.put(DataElement::new(tags::PIXEL_DATA, VR::OW, PrimitiveValue::from(pixels)));
         let file = object
             .with_meta(
