@@ -26,7 +26,9 @@ impl Backend {
         if external_services().is_some() {
             backends.push(Backend::PostgresS3);
         } else {
-            eprintln!("PostgresS3 backend skipped: STRATA_TEST_POSTGRES_URI / STRATA_TEST_S3_* not set");
+            eprintln!(
+                "PostgresS3 backend skipped: STRATA_TEST_POSTGRES_URI / STRATA_TEST_S3_* not set"
+            );
         }
         backends
     }
@@ -73,7 +75,10 @@ impl TestArchive {
     pub async fn start(backend: Backend) -> anyhow::Result<Self> {
         init_test_logging();
         let data_dir = tempfile::tempdir()?;
-        let mut config = NodeConfig { data_dir: data_dir.path().to_owned(), ..NodeConfig::default() };
+        let mut config = NodeConfig {
+            data_dir: data_dir.path().to_owned(),
+            ..NodeConfig::default()
+        };
         config.http.addr = "127.0.0.1:0".to_owned();
         let mut s3 = None;
         let mut postgres_database = None;
@@ -136,7 +141,11 @@ impl TestArchive {
 
     /// `GET {base}{path}`.
     pub async fn get(&self, path: &str) -> anyhow::Result<reqwest::Response> {
-        Ok(self.client.get(format!("{}{path}", self.base_url)).send().await?)
+        Ok(self
+            .client
+            .get(format!("{}{path}", self.base_url))
+            .send()
+            .await?)
     }
 
     /// `GET {base}{path}` expecting 200 and a JSON body.
@@ -150,7 +159,11 @@ impl TestArchive {
 
     /// STOW-RS of the given objects in one request to `path` (`/studies` or
     /// `/studies/{uid}`); returns the status and the response body.
-    pub async fn stow(&self, path: &str, objects: &[Vec<u8>]) -> anyhow::Result<(u16, serde_json::Value)> {
+    pub async fn stow(
+        &self,
+        path: &str,
+        objects: &[Vec<u8>],
+    ) -> anyhow::Result<(u16, serde_json::Value)> {
         let (content_type, body) = crate::multipart::related_body(objects);
         let response = self
             .client
@@ -168,7 +181,11 @@ impl TestArchive {
     /// WADO-RS retrieval of `path`; returns the parts' bodies.
     pub async fn retrieve(&self, path: &str) -> anyhow::Result<Vec<Vec<u8>>> {
         let response = self.get(path).await?;
-        anyhow::ensure!(response.status() == 200, "GET {path}: {}", response.status());
+        anyhow::ensure!(
+            response.status() == 200,
+            "GET {path}: {}",
+            response.status()
+        );
         let content_type = response
             .headers()
             .get("content-type")
@@ -196,9 +213,13 @@ fn with_database(admin_uri: &str, database: &str) -> anyhow::Result<String> {
 
 async fn create_database(admin_uri: &str, database: &str) -> anyhow::Result<()> {
     use sqlx::Connection;
-    let mut connection = sqlx::PgConnection::connect(admin_uri).await.context("connect to STRATA_TEST_POSTGRES_URI")?;
+    let mut connection = sqlx::PgConnection::connect(admin_uri)
+        .await
+        .context("connect to STRATA_TEST_POSTGRES_URI")?;
     // The name is generated here (hex only), so formatting it into the statement is safe.
-    sqlx::query(&format!("CREATE DATABASE {database}")).execute(&mut connection).await?;
+    sqlx::query(&format!("CREATE DATABASE {database}"))
+        .execute(&mut connection)
+        .await?;
     Ok(())
 }
 
@@ -208,6 +229,9 @@ fn init_test_logging() {
     ONCE.call_once(|| {
         let filter = tracing_subscriber::EnvFilter::try_from_default_env()
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init();
     });
 }

@@ -17,7 +17,8 @@ pub struct Entry {
 impl Entry {
     /// Reads the file's bytes.
     pub fn bytes(&self) -> Vec<u8> {
-        std::fs::read(dir().expect("corpus present").join(&self.path)).expect("corpus file readable")
+        std::fs::read(dir().expect("corpus present").join(&self.path))
+            .expect("corpus file readable")
     }
 
     /// Whether the archive must store it.
@@ -38,7 +39,12 @@ pub fn entries() -> Vec<Entry> {
     let text = std::fs::read_to_string(dir.join("MANIFEST.tsv")).expect("manifest readable");
     let mut lines = text.lines();
     let header: Vec<&str> = lines.next().expect("manifest header").split('\t').collect();
-    let column = |name: &str| header.iter().position(|h| *h == name).expect("manifest column");
+    let column = |name: &str| {
+        header
+            .iter()
+            .position(|h| *h == name)
+            .expect("manifest column")
+    };
     let columns = [
         column("path"),
         column("expected"),
@@ -51,14 +57,25 @@ pub fn entries() -> Vec<Entry> {
     lines
         .map(|line| {
             let fields: Vec<&str> = line.split('\t').collect();
-            let field = |index: usize| fields.get(columns[index]).copied().unwrap_or_default().to_owned();
+            let field = |index: usize| {
+                fields
+                    .get(columns[index])
+                    .copied()
+                    .unwrap_or_default()
+                    .to_owned()
+            };
             Entry {
                 path: field(0),
                 expected: field(1),
                 sop_instance_uid: field(2),
                 study_instance_uid: field(3),
                 series_instance_uid: field(4),
-                same_instance_group: field(5).split(':').next().unwrap_or_default().trim().to_owned(),
+                same_instance_group: field(5)
+                    .split(':')
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_owned(),
                 modality: field(6),
             }
         })
@@ -82,10 +99,35 @@ pub fn dataset_bytes(object: &[u8]) -> &[u8] {
             break;
         }
         let vr = &object[position + 4..position + 6];
-        let (header, length) = if matches!(vr, b"OB" | b"OW" | b"SQ" | b"UN" | b"UT" | b"UC" | b"UR" | b"OD" | b"OF" | b"OL" | b"OV" | b"SV" | b"UV") {
-            (12, u32::from_le_bytes(object[position + 8..position + 12].try_into().expect("4 bytes")) as usize)
+        let (header, length) = if matches!(
+            vr,
+            b"OB"
+                | b"OW"
+                | b"SQ"
+                | b"UN"
+                | b"UT"
+                | b"UC"
+                | b"UR"
+                | b"OD"
+                | b"OF"
+                | b"OL"
+                | b"OV"
+                | b"SV"
+                | b"UV"
+        ) {
+            (
+                12,
+                u32::from_le_bytes(
+                    object[position + 8..position + 12]
+                        .try_into()
+                        .expect("4 bytes"),
+                ) as usize,
+            )
         } else {
-            (8, u16::from_le_bytes([object[position + 6], object[position + 7]]) as usize)
+            (
+                8,
+                u16::from_le_bytes([object[position + 6], object[position + 7]]) as usize,
+            )
         };
         position += header + length;
     }

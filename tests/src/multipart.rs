@@ -5,12 +5,17 @@ pub fn related_body(objects: &[Vec<u8>]) -> (String, Vec<u8>) {
     let boundary = format!("strata-test-{}", uuid::Uuid::new_v4().simple());
     let mut body = Vec::new();
     for object in objects {
-        body.extend_from_slice(format!("--{boundary}\r\nContent-Type: application/dicom\r\n\r\n").as_bytes());
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Type: application/dicom\r\n\r\n").as_bytes(),
+        );
         body.extend_from_slice(object);
         body.extend_from_slice(b"\r\n");
     }
     body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
-    (format!("multipart/related; type=\"application/dicom\"; boundary={boundary}"), body)
+    (
+        format!("multipart/related; type=\"application/dicom\"; boundary={boundary}"),
+        body,
+    )
 }
 
 /// Splits a multipart/related response into its parts' bodies.
@@ -23,13 +28,15 @@ pub fn parse_related(content_type: &str, body: &[u8]) -> anyhow::Result<Vec<Vec<
         .ok_or_else(|| anyhow::anyhow!("no boundary in `{content_type}`"))?;
     let delimiter = format!("--{boundary}").into_bytes();
     let mut parts = Vec::new();
-    let mut position = find(body, &delimiter, 0).ok_or_else(|| anyhow::anyhow!("no first boundary"))?;
+    let mut position =
+        find(body, &delimiter, 0).ok_or_else(|| anyhow::anyhow!("no first boundary"))?;
     loop {
         let after = position + delimiter.len();
         if body[after..].starts_with(b"--") {
             break;
         }
-        let headers_end = find(body, b"\r\n\r\n", after).ok_or_else(|| anyhow::anyhow!("part without headers"))?;
+        let headers_end = find(body, b"\r\n\r\n", after)
+            .ok_or_else(|| anyhow::anyhow!("part without headers"))?;
         let headers = String::from_utf8_lossy(&body[after..headers_end]).to_lowercase();
         let content_start = headers_end + 4;
         let length = headers
@@ -42,15 +49,20 @@ pub fn parse_related(content_type: &str, body: &[u8]) -> anyhow::Result<Vec<Vec<
             None => {
                 let mut needle = b"\r\n".to_vec();
                 needle.extend_from_slice(&delimiter);
-                find(body, &needle, content_start).ok_or_else(|| anyhow::anyhow!("unterminated part"))?
+                find(body, &needle, content_start)
+                    .ok_or_else(|| anyhow::anyhow!("unterminated part"))?
             }
         };
         parts.push(body[content_start..content_end].to_vec());
-        position = find(body, &delimiter, content_end).ok_or_else(|| anyhow::anyhow!("no closing boundary"))?;
+        position = find(body, &delimiter, content_end)
+            .ok_or_else(|| anyhow::anyhow!("no closing boundary"))?;
     }
     Ok(parts)
 }
 
 fn find(haystack: &[u8], needle: &[u8], from: usize) -> Option<usize> {
-    haystack[from..].windows(needle.len()).position(|window| window == needle).map(|index| index + from)
+    haystack[from..]
+        .windows(needle.len())
+        .position(|window| window == needle)
+        .map(|index| index + from)
 }

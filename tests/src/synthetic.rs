@@ -69,19 +69,31 @@ impl SyntheticInstance {
             text(tags::STUDY_TIME, VR::TM, &self.study_time),
             text(tags::ACCESSION_NUMBER, VR::SH, &self.accession_number),
             text(tags::MODALITY, VR::CS, &self.modality),
-            text(tags::REFERRING_PHYSICIAN_NAME, VR::PN, &self.referring_physician_name),
+            text(
+                tags::REFERRING_PHYSICIAN_NAME,
+                VR::PN,
+                &self.referring_physician_name,
+            ),
             text(tags::STUDY_DESCRIPTION, VR::LO, &self.study_description),
             text(tags::SERIES_DESCRIPTION, VR::LO, &self.series_description),
             text(tags::PATIENT_NAME, VR::PN, &self.patient_name),
             text(tags::PATIENT_ID, VR::LO, &self.patient_id),
-            text(tags::ISSUER_OF_PATIENT_ID, VR::LO, &self.issuer_of_patient_id),
+            text(
+                tags::ISSUER_OF_PATIENT_ID,
+                VR::LO,
+                &self.issuer_of_patient_id,
+            ),
             text(tags::PATIENT_BIRTH_DATE, VR::DA, "19700101"),
             text(tags::PATIENT_SEX, VR::CS, "O"),
             text(tags::STUDY_INSTANCE_UID, VR::UI, &self.study_instance_uid),
             text(tags::SERIES_INSTANCE_UID, VR::UI, &self.series_instance_uid),
             text(tags::STUDY_ID, VR::SH, "1"),
             text(tags::SERIES_NUMBER, VR::IS, &self.series_number.to_string()),
-            text(tags::INSTANCE_NUMBER, VR::IS, &self.instance_number.to_string()),
+            text(
+                tags::INSTANCE_NUMBER,
+                VR::IS,
+                &self.instance_number.to_string(),
+            ),
             text(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "MONOCHROME2"),
             DataElement::new(tags::SAMPLES_PER_PIXEL, VR::US, PrimitiveValue::from(1_u16)),
             DataElement::new(tags::ROWS, VR::US, PrimitiveValue::from(self.rows)),
@@ -89,10 +101,18 @@ impl SyntheticInstance {
             DataElement::new(tags::BITS_ALLOCATED, VR::US, PrimitiveValue::from(16_u16)),
             DataElement::new(tags::BITS_STORED, VR::US, PrimitiveValue::from(12_u16)),
             DataElement::new(tags::HIGH_BIT, VR::US, PrimitiveValue::from(11_u16)),
-            DataElement::new(tags::PIXEL_REPRESENTATION, VR::US, PrimitiveValue::from(0_u16)),
+            DataElement::new(
+                tags::PIXEL_REPRESENTATION,
+                VR::US,
+                PrimitiveValue::from(0_u16),
+            ),
         ]);
         if let Some(step_id) = &self.scheduled_procedure_step_id {
-            let item = InMemDicomObject::from_element_iter([text(tags::SCHEDULED_PROCEDURE_STEP_ID, VR::SH, step_id)]);
+            let item = InMemDicomObject::from_element_iter([text(
+                tags::SCHEDULED_PROCEDURE_STEP_ID,
+                VR::SH,
+                step_id,
+            )]);
             object.put(DataElement::new(
                 tags::REQUEST_ATTRIBUTES_SEQUENCE,
                 VR::SQ,
@@ -110,7 +130,11 @@ impl SyntheticInstance {
             pixels.extend_from_slice(&(state & 0x0FFF_0FFF_0FFF_0FFF).to_le_bytes());
         }
         pixels.truncate(num_pixel_bytes);
-        object.put(DataElement::new(tags::PIXEL_DATA, VR::OW, PrimitiveValue::from(pixels)));
+        object.put(DataElement::new(
+            tags::PIXEL_DATA,
+            VR::OW,
+            PrimitiveValue::from(pixels),
+        ));
         let file = object
             .with_meta(
                 FileMetaTableBuilder::new()
@@ -120,7 +144,8 @@ impl SyntheticInstance {
             )
             .expect("synthetic meta is complete");
         let mut bytes = Vec::with_capacity(num_pixel_bytes + 4096);
-        file.write_all(&mut bytes).expect("writing to memory succeeds");
+        file.write_all(&mut bytes)
+            .expect("writing to memory succeeds");
         bytes
     }
 }

@@ -10,14 +10,24 @@ use strata_tests::{Backend, TestArchive};
 fn failure_reasons(response: &serde_json::Value) -> Vec<u64> {
     response["00081198"]["Value"]
         .as_array()
-        .map(|items| items.iter().filter_map(|item| item["00081197"]["Value"][0].as_u64()).collect())
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|item| item["00081197"]["Value"][0].as_u64())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
 fn referenced_uids(response: &serde_json::Value) -> Vec<String> {
     response["00081199"]["Value"]
         .as_array()
-        .map(|items| items.iter().filter_map(|item| item["00081155"]["Value"][0].as_str().map(str::to_owned)).collect())
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|item| item["00081155"]["Value"][0].as_str().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -33,19 +43,29 @@ async fn run_corpus(backend: Backend) -> anyhow::Result<()> {
     // Valid files first, then the broken ones (several are broken copies of valid instances,
     // so a recovered one meets its original as a duplicate), then the conflicting copy of an
     // already stored instance: the archive must keep serving throughout.
-    let (invalid, valid): (Vec<&Entry>, Vec<&Entry>) = entries.iter().partition(|entry| entry.path.starts_with("invalid/"));
-    let (conflicts, invalid): (Vec<&Entry>, Vec<&Entry>) = invalid.into_iter().partition(|entry| entry.expected == "conflict");
+    let (invalid, valid): (Vec<&Entry>, Vec<&Entry>) = entries
+        .iter()
+        .partition(|entry| entry.path.starts_with("invalid/"));
+    let (conflicts, invalid): (Vec<&Entry>, Vec<&Entry>) = invalid
+        .into_iter()
+        .partition(|entry| entry.expected == "conflict");
     let ordered: Vec<&Entry> = valid.into_iter().chain(invalid).chain(conflicts).collect();
     let mut groups_seen = BTreeSet::new();
     for entry in ordered {
         let (status, response) = archive.stow("/studies", &[entry.bytes()]).await?;
         let reasons = failure_reasons(&response);
         let referenced = referenced_uids(&response);
-        let first_of_group = entry.same_instance_group.is_empty() || groups_seen.insert(entry.same_instance_group.clone());
+        let first_of_group = entry.same_instance_group.is_empty()
+            || groups_seen.insert(entry.same_instance_group.clone());
         match entry.expected.as_str() {
             "accept" | "accept-nodecode" | "accept-lenient" if first_of_group => {
-                if !(status == 200 || status == 202) || referenced != [entry.sop_instance_uid.clone()] {
-                    problems.push(format!("{}: expected stored, got {status} {response}", entry.path));
+                if !(status == 200 || status == 202)
+                    || referenced != [entry.sop_instance_uid.clone()]
+                {
+                    problems.push(format!(
+                        "{}: expected stored, got {status} {response}",
+                        entry.path
+                    ));
                 } else {
                     stored.insert(entry.sop_instance_uid.clone(), entry.clone());
                 }
@@ -53,34 +73,59 @@ async fn run_corpus(backend: Backend) -> anyhow::Result<()> {
             "accept" | "accept-nodecode" | "accept-lenient" | "conflict" => {
                 // Same SOP Instance UID as a stored member of its group, different bytes.
                 if status != 409 || reasons != [0x0111] {
-                    problems.push(format!("{}: expected a duplicate refusal (409, 0111), got {status} {response}", entry.path));
+                    problems.push(format!(
+                        "{}: expected a duplicate refusal (409, 0111), got {status} {response}",
+                        entry.path
+                    ));
                 }
             }
             "parse-only" | "reject" => {
                 if status != 409 || reasons.len() != 1 {
-                    problems.push(format!("{}: expected a refusal with a FailureReason, got {status} {response}", entry.path));
+                    problems.push(format!(
+                        "{}: expected a refusal with a FailureReason, got {status} {response}",
+                        entry.path
+                    ));
                 }
             }
             "reject-or-recover" => {
                 if status == 200 || status == 202 {
                     stored.insert(referenced[0].clone(), entry.clone());
                 } else if status != 409 || reasons.len() != 1 {
-                    problems.push(format!("{}: expected a refusal or a recovery, got {status} {response}", entry.path));
+                    problems.push(format!(
+                        "{}: expected a refusal or a recovery, got {status} {response}",
+                        entry.path
+                    ));
                 }
             }
             other => problems.push(format!("{}: unknown expectation {other}", entry.path)),
         }
-        anyhow::ensure!(archive.get("/studies?limit=1").await?.status() == 200, "archive stopped answering after {}", entry.path);
+        anyhow::ensure!(
+            archive.get("/studies?limit=1").await?.status() == 200,
+            "archive stopped answering after {}",
+            entry.path
+        );
     }
-    assert!(problems.is_empty(), "{backend:?}: {} problems:\n{}", problems.len(), problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "{backend:?}: {} problems:\n{}",
+        problems.len(),
+        problems.join("\n")
+    );
 
     // Round trip: every stored instance comes back with the same data set bytes.
     for (sop_instance_uid, entry) in &stored {
-        let instances = archive.get_json(&format!("/instances?SOPInstanceUID={sop_instance_uid}")).await?;
+        let instances = archive
+            .get_json(&format!("/instances?SOPInstanceUID={sop_instance_uid}"))
+            .await?;
         let found = instances.as_array().expect("array");
         assert_eq!(found.len(), 1, "{}: QIDO finds it once", entry.path);
-        let retrieve_url = found[0]["00081190"]["Value"][0].as_str().expect("RetrieveURL");
-        let path = retrieve_url.split("/dicomweb").nth(1).expect("path under /dicomweb");
+        let retrieve_url = found[0]["00081190"]["Value"][0]
+            .as_str()
+            .expect("RetrieveURL");
+        let path = retrieve_url
+            .split("/dicomweb")
+            .nth(1)
+            .expect("path under /dicomweb");
         let parts = archive.retrieve(path).await?;
         assert_eq!(parts.len(), 1, "{}", entry.path);
         let original = entry.bytes();
@@ -90,15 +135,28 @@ async fn run_corpus(backend: Backend) -> anyhow::Result<()> {
             entry.path
         );
         if !entry.study_instance_uid.is_empty() {
-            assert_eq!(found[0]["0020000D"]["Value"][0].as_str(), Some(entry.study_instance_uid.as_str()), "{}", entry.path);
+            assert_eq!(
+                found[0]["0020000D"]["Value"][0].as_str(),
+                Some(entry.study_instance_uid.as_str()),
+                "{}",
+                entry.path
+            );
         }
     }
 
     // Nothing half-stored: exactly one object per catalogued instance, none for refusals.
     let objects = archive.store.list("").await?;
     let instances = archive.get_json("/instances?limit=1000").await?;
-    assert_eq!(instances.as_array().expect("array").len(), stored.len(), "{backend:?}: catalog instances");
-    assert_eq!(objects.len(), stored.len(), "{backend:?}: objects in the store: {objects:?}");
+    assert_eq!(
+        instances.as_array().expect("array").len(),
+        stored.len(),
+        "{backend:?}: catalog instances"
+    );
+    assert_eq!(
+        objects.len(),
+        stored.len(),
+        "{backend:?}: objects in the store: {objects:?}"
+    );
     Ok(())
 }
 
@@ -112,7 +170,10 @@ async fn test_corpus_round_trip_on_every_backend() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_series_hierarchy_and_restart() -> anyhow::Result<()> {
-    let entries: Vec<Entry> = corpus::entries().into_iter().filter(|entry| entry.path.starts_with("series/")).collect();
+    let entries: Vec<Entry> = corpus::entries()
+        .into_iter()
+        .filter(|entry| entry.path.starts_with("series/"))
+        .collect();
     if entries.is_empty() {
         eprintln!("skipped: ../shared/corpus not found");
         return Ok(());
@@ -140,7 +201,12 @@ async fn test_series_hierarchy_and_restart() -> anyhow::Result<()> {
         .sum();
     assert_eq!(total, 7);
     // The CT study comes back whole.
-    let ct_study = entries.iter().find(|entry| entry.modality == "CT").unwrap().study_instance_uid.clone();
+    let ct_study = entries
+        .iter()
+        .find(|entry| entry.modality == "CT")
+        .unwrap()
+        .study_instance_uid
+        .clone();
     let parts = archive.retrieve(&format!("/studies/{ct_study}")).await?;
     assert_eq!(parts.len(), 4);
     Ok(())

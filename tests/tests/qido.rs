@@ -78,7 +78,12 @@ fn uids(results: &serde_json::Value, tag: &str) -> BTreeSet<String> {
         .as_array()
         .expect("array")
         .iter()
-        .map(|item| item[tag]["Value"][0].as_str().unwrap_or_default().to_owned())
+        .map(|item| {
+            item[tag]["Value"][0]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
         .collect()
 }
 
@@ -87,7 +92,13 @@ fn study_uid(study: u32) -> String {
 }
 
 async fn studies(archive: &TestArchive, query: &str) -> BTreeSet<String> {
-    uids(&archive.get_json(&format!("/studies?{query}")).await.expect(query), "0020000D")
+    uids(
+        &archive
+            .get_json(&format!("/studies?{query}"))
+            .await
+            .expect(query),
+        "0020000D",
+    )
 }
 
 fn set(studies: &[u32]) -> BTreeSet<String> {
@@ -104,85 +115,203 @@ async fn test_qido_matching_keys_and_rules() -> anyhow::Result<()> {
     // Study level, every required key.
     assert_eq!(studies(&archive, "").await, set(&[1, 2, 3]));
     assert_eq!(studies(&archive, "PatientID=P1").await, set(&[1, 2]));
-    assert_eq!(studies(&archive, "PatientID=P1&IssuerOfPatientID=HOSPITAL_B").await, set(&[2]));
+    assert_eq!(
+        studies(&archive, "PatientID=P1&IssuerOfPatientID=HOSPITAL_B").await,
+        set(&[2])
+    );
     assert_eq!(studies(&archive, "00100020=P2").await, set(&[3]));
-    assert_eq!(studies(&archive, "PatientName=M%C3%BCller%5EAnna").await, set(&[1]));
-    assert_eq!(studies(&archive, "PatientName=m%C3%BCller*").await, set(&[1]), "PN matching ignores case");
+    assert_eq!(
+        studies(&archive, "PatientName=M%C3%BCller%5EAnna").await,
+        set(&[1])
+    );
+    assert_eq!(
+        studies(&archive, "PatientName=m%C3%BCller*").await,
+        set(&[1]),
+        "PN matching ignores case"
+    );
     assert_eq!(studies(&archive, "PatientName=S?ith*").await, set(&[3]));
     assert_eq!(studies(&archive, "PatientName=*o*").await, set(&[2, 3]));
     assert_eq!(studies(&archive, "StudyDate=20240115").await, set(&[1]));
-    assert_eq!(studies(&archive, "StudyDate=20230101-20241231").await, set(&[1, 2]));
+    assert_eq!(
+        studies(&archive, "StudyDate=20230101-20241231").await,
+        set(&[1, 2])
+    );
     assert_eq!(studies(&archive, "StudyDate=-20230101").await, set(&[3]));
     assert_eq!(studies(&archive, "StudyDate=20230611-").await, set(&[1]));
-    assert_eq!(studies(&archive, "StudyTime=090000-150000").await, set(&[1, 2]));
+    assert_eq!(
+        studies(&archive, "StudyTime=090000-150000").await,
+        set(&[1, 2])
+    );
     assert_eq!(studies(&archive, "AccessionNumber=ACC-2").await, set(&[2]));
-    assert_eq!(studies(&archive, "AccessionNumber=acc-2").await, set(&[]), "non-PN matching is case-sensitive");
-    assert_eq!(studies(&archive, "ReferringPhysicianName=wilson*").await, set(&[2]));
+    assert_eq!(
+        studies(&archive, "AccessionNumber=acc-2").await,
+        set(&[]),
+        "non-PN matching is case-sensitive"
+    );
+    assert_eq!(
+        studies(&archive, "ReferringPhysicianName=wilson*").await,
+        set(&[2])
+    );
     assert_eq!(studies(&archive, "ModalitiesInStudy=MR").await, set(&[2]));
     assert_eq!(studies(&archive, "ModalitiesInStudy=SR").await, set(&[3]));
-    assert_eq!(studies(&archive, "StudyInstanceUID=2.25.42.1.1,2.25.42.1.3").await, set(&[1, 3]));
-    assert_eq!(studies(&archive, "StudyInstanceUID=2.25.42.1.1%5C2.25.42.1.2").await, set(&[1, 2]));
+    assert_eq!(
+        studies(&archive, "StudyInstanceUID=2.25.42.1.1,2.25.42.1.3").await,
+        set(&[1, 3])
+    );
+    assert_eq!(
+        studies(&archive, "StudyInstanceUID=2.25.42.1.1%5C2.25.42.1.2").await,
+        set(&[1, 2])
+    );
     assert_eq!(studies(&archive, "StudyID=1").await, set(&[1, 2, 3]));
-    assert_eq!(studies(&archive, "PatientID=P1&ModalitiesInStudy=CT").await, set(&[1]));
+    assert_eq!(
+        studies(&archive, "PatientID=P1&ModalitiesInStudy=CT").await,
+        set(&[1])
+    );
 
     // Computed attributes and return keys.
-    let study = archive.get_json("/studies?StudyInstanceUID=2.25.42.1.1").await?;
+    let study = archive
+        .get_json("/studies?StudyInstanceUID=2.25.42.1.1")
+        .await?;
     let study = &study[0];
-    assert_eq!(study["00201206"]["Value"][0], 2, "NumberOfStudyRelatedSeries");
-    assert_eq!(study["00201208"]["Value"][0], 5, "NumberOfStudyRelatedInstances");
+    assert_eq!(
+        study["00201206"]["Value"][0], 2,
+        "NumberOfStudyRelatedSeries"
+    );
+    assert_eq!(
+        study["00201208"]["Value"][0], 5,
+        "NumberOfStudyRelatedInstances"
+    );
     assert_eq!(study["00080061"]["Value"], serde_json::json!(["CT"]));
     assert_eq!(study["00100010"]["Value"][0]["Alphabetic"], "Müller^Anna");
-    assert_eq!(study["00081190"]["Value"][0].as_str().unwrap(), format!("{}/studies/2.25.42.1.1", archive.base_url));
-    let study3 = archive.get_json("/studies?StudyInstanceUID=2.25.42.1.3").await?;
-    assert_eq!(study3[0]["00080061"]["Value"], serde_json::json!(["CT", "SR"]));
+    assert_eq!(
+        study["00081190"]["Value"][0].as_str().unwrap(),
+        format!("{}/studies/2.25.42.1.1", archive.base_url)
+    );
+    let study3 = archive
+        .get_json("/studies?StudyInstanceUID=2.25.42.1.3")
+        .await?;
+    assert_eq!(
+        study3[0]["00080061"]["Value"],
+        serde_json::json!(["CT", "SR"])
+    );
 
     // Series level, nested and across studies.
     let series = archive.get_json("/studies/2.25.42.1.1/series").await?;
-    assert_eq!(uids(&series, "0020000E"), ["2.25.42.1.1.1", "2.25.42.1.1.2"].map(String::from).into());
-    assert_eq!(series[0]["00201209"]["Value"][0], 3, "NumberOfSeriesRelatedInstances");
-    let series = archive.get_json("/studies/2.25.42.1.1/series?SeriesDescription=CORONAL").await?;
-    assert_eq!(uids(&series, "0020000E"), ["2.25.42.1.1.2"].map(String::from).into());
+    assert_eq!(
+        uids(&series, "0020000E"),
+        ["2.25.42.1.1.1", "2.25.42.1.1.2"].map(String::from).into()
+    );
+    assert_eq!(
+        series[0]["00201209"]["Value"][0], 3,
+        "NumberOfSeriesRelatedInstances"
+    );
+    let series = archive
+        .get_json("/studies/2.25.42.1.1/series?SeriesDescription=CORONAL")
+        .await?;
+    assert_eq!(
+        uids(&series, "0020000E"),
+        ["2.25.42.1.1.2"].map(String::from).into()
+    );
     let series = archive.get_json("/series?Modality=MR").await?;
-    assert_eq!(uids(&series, "0020000E"), ["2.25.42.1.2.1"].map(String::from).into());
-    assert_eq!(series[0]["00100020"]["Value"][0], "P1", "series across studies carry study attributes");
-    let series = archive.get_json("/series?SeriesNumber=2&PatientID=P2").await?;
-    assert_eq!(uids(&series, "0020000E"), ["2.25.42.1.3.2"].map(String::from).into());
-    let series = archive.get_json("/series?RequestAttributeSequence.ScheduledProcedureStepID=SPS-1").await?;
-    assert_eq!(uids(&series, "0020000E"), ["2.25.42.1.1.1"].map(String::from).into());
-    assert_eq!(series[0]["00400275"]["Value"][0]["00400009"]["Value"][0], "SPS-1");
-    let series = archive.get_json("/series?SeriesInstanceUID=2.25.42.1.1.2,2.25.42.1.2.1").await?;
+    assert_eq!(
+        uids(&series, "0020000E"),
+        ["2.25.42.1.2.1"].map(String::from).into()
+    );
+    assert_eq!(
+        series[0]["00100020"]["Value"][0], "P1",
+        "series across studies carry study attributes"
+    );
+    let series = archive
+        .get_json("/series?SeriesNumber=2&PatientID=P2")
+        .await?;
+    assert_eq!(
+        uids(&series, "0020000E"),
+        ["2.25.42.1.3.2"].map(String::from).into()
+    );
+    let series = archive
+        .get_json("/series?RequestAttributeSequence.ScheduledProcedureStepID=SPS-1")
+        .await?;
+    assert_eq!(
+        uids(&series, "0020000E"),
+        ["2.25.42.1.1.1"].map(String::from).into()
+    );
+    assert_eq!(
+        series[0]["00400275"]["Value"][0]["00400009"]["Value"][0],
+        "SPS-1"
+    );
+    let series = archive
+        .get_json("/series?SeriesInstanceUID=2.25.42.1.1.2,2.25.42.1.2.1")
+        .await?;
     assert_eq!(series.as_array().unwrap().len(), 2);
 
     // Instance level.
-    let instances = archive.get_json("/studies/2.25.42.1.1/series/2.25.42.1.1.1/instances").await?;
+    let instances = archive
+        .get_json("/studies/2.25.42.1.1/series/2.25.42.1.1.1/instances")
+        .await?;
     assert_eq!(instances.as_array().unwrap().len(), 3);
     assert_eq!(instances[0]["00280010"]["Value"][0], 8, "Rows");
-    let instances = archive.get_json("/studies/2.25.42.1.1/instances?InstanceNumber=2").await?;
-    assert_eq!(uids(&instances, "00080018"), ["2.25.42.1.1.1.2", "2.25.42.1.1.2.2"].map(String::from).into());
-    let instances = archive.get_json("/instances?SOPInstanceUID=2.25.42.1.3.2.1").await?;
+    let instances = archive
+        .get_json("/studies/2.25.42.1.1/instances?InstanceNumber=2")
+        .await?;
+    assert_eq!(
+        uids(&instances, "00080018"),
+        ["2.25.42.1.1.1.2", "2.25.42.1.1.2.2"]
+            .map(String::from)
+            .into()
+    );
+    let instances = archive
+        .get_json("/instances?SOPInstanceUID=2.25.42.1.3.2.1")
+        .await?;
     assert_eq!(instances.as_array().unwrap().len(), 1);
-    let instances = archive.get_json("/instances?SOPClassUID=1.2.840.10008.5.1.4.1.1.2&PatientID=P2").await?;
+    let instances = archive
+        .get_json("/instances?SOPClassUID=1.2.840.10008.5.1.4.1.1.2&PatientID=P2")
+        .await?;
     assert_eq!(instances.as_array().unwrap().len(), 2);
 
     // includefield: by keyword, by tag, and all.
-    let studies_json = archive.get_json("/studies?PatientID=P2&includefield=PatientBirthDate,00081030").await?;
+    let studies_json = archive
+        .get_json("/studies?PatientID=P2&includefield=PatientBirthDate,00081030")
+        .await?;
     assert_eq!(studies_json[0]["00100030"]["Value"][0], "19700101");
-    let studies_json = archive.get_json("/studies?PatientID=P2&includefield=SeriesDescription").await?;
+    let studies_json = archive
+        .get_json("/studies?PatientID=P2&includefield=SeriesDescription")
+        .await?;
     assert_eq!(studies_json[0]["0008103E"]["Value"][0], "AXIAL");
-    let studies_json = archive.get_json("/studies?PatientID=P2&includefield=all").await?;
-    assert_eq!(studies_json[0]["00280100"]["Value"][0], 16, "includefield=all returns stored attributes");
-    assert!(studies_json[0].get("7FE00010").is_none(), "bulk data is not returned by QIDO");
+    let studies_json = archive
+        .get_json("/studies?PatientID=P2&includefield=all")
+        .await?;
+    assert_eq!(
+        studies_json[0]["00280100"]["Value"][0], 16,
+        "includefield=all returns stored attributes"
+    );
+    assert!(
+        studies_json[0].get("7FE00010").is_none(),
+        "bulk data is not returned by QIDO"
+    );
 
     // Paging: stable order, no skips, no repeats; truncation is announced.
     let mut paged = Vec::new();
     for offset in 0..4 {
-        let response = archive.get(&format!("/instances?limit=2&offset={}", offset * 2)).await?;
-        let warning = response.headers().get("warning").map(|value| value.to_str().unwrap().to_owned());
+        let response = archive
+            .get(&format!("/instances?limit=2&offset={}", offset * 2))
+            .await?;
+        let warning = response
+            .headers()
+            .get("warning")
+            .map(|value| value.to_str().unwrap().to_owned());
         let page: serde_json::Value = response.json().await?;
         if offset < 3 {
-            assert!(warning.as_deref().unwrap_or_default().contains("offset"), "page {offset} announces more");
+            assert!(
+                warning.as_deref().unwrap_or_default().contains("offset"),
+                "page {offset} announces more"
+            );
         }
-        paged.extend(page.as_array().unwrap().iter().map(|item| item["00080018"]["Value"][0].as_str().unwrap().to_owned()));
+        paged.extend(
+            page.as_array()
+                .unwrap()
+                .iter()
+                .map(|item| item["00080018"]["Value"][0].as_str().unwrap().to_owned()),
+        );
     }
     let all = uids(&archive.get_json("/instances").await?, "00080018");
     assert_eq!(paged.len(), all.len(), "{paged:?}");
@@ -193,18 +322,27 @@ async fn test_qido_matching_keys_and_rules() -> anyhow::Result<()> {
         ("/studies?offset=-5", "offset"),
         ("/studies?limit=abc", "limit"),
         ("/studies?StudyDate=2024-01-15", "StudyDate"),
-        ("/studies?StudyInstanceUID=not%20a%20uid", "StudyInstanceUID"),
+        (
+            "/studies?StudyInstanceUID=not%20a%20uid",
+            "StudyInstanceUID",
+        ),
         ("/studies?NoSuchAttribute=1", "NoSuchAttribute"),
         ("/studies?includefield=Nope", "includefield"),
     ] {
         let response = archive.get(query).await?;
         assert_eq!(response.status(), 400, "{query}");
         let problem: serde_json::Value = response.json().await?;
-        assert!(problem["detail"].as_str().unwrap().contains(parameter), "{query}: {problem}");
+        assert!(
+            problem["detail"].as_str().unwrap().contains(parameter),
+            "{query}: {problem}"
+        );
     }
     let response = archive.get("/studies?SOPInstanceUID=1.2.3").await?;
     assert_eq!(response.status(), 200);
-    assert!(response.headers().get("warning").is_some(), "unsupported matching at study level is announced");
+    assert!(
+        response.headers().get("warning").is_some(),
+        "unsupported matching at study level is announced"
+    );
     Ok(())
 }
 
@@ -220,13 +358,23 @@ async fn test_wado_answers_errors_with_the_right_status() -> anyhow::Result<()> 
         ("/studies/1.2.3.999".to_owned(), 404),
         ("/studies/abc%20def".to_owned(), 400),
         (format!("/studies/{study}/series/1.2.3.999"), 404),
-        (format!("/studies/{study}/series/{series}/instances/1.2.999"), 404),
-        (format!("/studies/{study}/series/{series}/instances/1.2.999/metadata"), 404),
+        (
+            format!("/studies/{study}/series/{series}/instances/1.2.999"),
+            404,
+        ),
+        (
+            format!("/studies/{study}/series/{series}/instances/1.2.999/metadata"),
+            404,
+        ),
         ("/studies/1.2.3.999/metadata".to_owned(), 404),
     ] {
         let response = archive.get(&path).await?;
         assert_eq!(response.status().as_u16(), expected, "{path}");
-        assert_eq!(response.headers()["content-type"], "application/problem+json", "{path}");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json",
+            "{path}"
+        );
     }
     // Not acceptable media types and transfer syntaxes.
     let response = archive
@@ -239,21 +387,35 @@ async fn test_wado_answers_errors_with_the_right_status() -> anyhow::Result<()> 
     let response = archive
         .client
         .get(format!("{}/studies/{study}", archive.base_url))
-        .header("accept", "multipart/related; type=\"application/dicom\"; transfer-syntax=1.2.840.10008.1.2.4.50")
+        .header(
+            "accept",
+            "multipart/related; type=\"application/dicom\"; transfer-syntax=1.2.840.10008.1.2.4.50",
+        )
         .send()
         .await?;
     assert_eq!(response.status(), 406);
     let response = archive
         .client
         .get(format!("{}/studies/{study}", archive.base_url))
-        .header("accept", "multipart/related; type=\"application/dicom\"; transfer-syntax=*")
+        .header(
+            "accept",
+            "multipart/related; type=\"application/dicom\"; transfer-syntax=*",
+        )
         .send()
         .await?;
     assert_eq!(response.status(), 200);
     // Metadata carries a BulkDataURI for the pixel data that points at this archive.
-    let metadata = archive.get_json(&format!("/studies/{study}/metadata")).await?;
+    let metadata = archive
+        .get_json(&format!("/studies/{study}/metadata"))
+        .await?;
     let uri = metadata[0]["7FE00010"]["BulkDataURI"].as_str().unwrap();
-    assert!(uri.starts_with(&format!("{}/studies/{study}/series/{series}/instances/", archive.base_url)), "{uri}");
+    assert!(
+        uri.starts_with(&format!(
+            "{}/studies/{study}/series/{series}/instances/",
+            archive.base_url
+        )),
+        "{uri}"
+    );
     assert_eq!(metadata[0]["00100020"]["Value"][0], instance.patient_id);
     // STOW errors: wrong content type, empty body, study mismatch.
     let response = archive
@@ -267,21 +429,41 @@ async fn test_wado_answers_errors_with_the_right_status() -> anyhow::Result<()> 
     let response = archive
         .client
         .post(format!("{}/studies", archive.base_url))
-        .header("content-type", "multipart/related; type=\"application/dicom\"; boundary=x")
+        .header(
+            "content-type",
+            "multipart/related; type=\"application/dicom\"; boundary=x",
+        )
         .body("--x--\r\n")
         .send()
         .await?;
     assert_eq!(response.status(), 400);
     let other = SyntheticInstance::ct(7, 2, 1, 1, 4, 4);
-    let (status, response) = archive.stow(&format!("/studies/{study}"), &[other.to_part10()]).await?;
+    let (status, response) = archive
+        .stow(&format!("/studies/{study}"), &[other.to_part10()])
+        .await?;
     assert_eq!(status, 409, "{response}");
-    assert_eq!(response["00081198"]["Value"][0]["00081197"]["Value"][0], 0xA900);
+    assert_eq!(
+        response["00081198"]["Value"][0]["00081197"]["Value"][0],
+        0xA900
+    );
     // A request mixing a good and a bad part stores the good one and reports both.
     let good = SyntheticInstance::ct(7, 1, 1, 2, 4, 4);
-    let (status, response) = archive.stow("/studies", &[good.to_part10(), b"not dicom at all".to_vec()]).await?;
+    let (status, response) = archive
+        .stow(
+            "/studies",
+            &[good.to_part10(), b"not dicom at all".to_vec()],
+        )
+        .await?;
     assert_eq!(status, 202, "{response}");
     assert_eq!(response["00081199"]["Value"].as_array().unwrap().len(), 1);
-    assert_eq!(response["00081198"]["Value"][0]["00081197"]["Value"][0], 0xC000);
-    assert_eq!(archive.store.list("").await?.len(), 2, "one object per stored instance");
+    assert_eq!(
+        response["00081198"]["Value"][0]["00081197"]["Value"][0],
+        0xC000
+    );
+    assert_eq!(
+        archive.store.list("").await?.len(),
+        2,
+        "one object per stored instance"
+    );
     Ok(())
 }

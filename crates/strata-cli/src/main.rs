@@ -61,7 +61,10 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: failed to start the async runtime: {error}");
@@ -79,7 +82,10 @@ fn main() -> std::process::ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve { data_dir, http_addr } => {
+        Command::Serve {
+            data_dir,
+            http_addr,
+        } => {
             let config = load_config(cli.config, data_dir, http_addr)?;
             let shutdown = CancellationToken::new();
             let signal_token = shutdown.clone();
@@ -93,7 +99,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = load_config(cli.config, data_dir, None)?;
             strata_catalog::open_catalog(&config.catalog.uri, 1)
                 .await
-                .with_context(|| format!("failed to migrate the catalog at `{}`", strata_serve::redact(&config.catalog.uri)))?;
+                .with_context(|| {
+                    format!(
+                        "failed to migrate the catalog at `{}`",
+                        strata_serve::redact(&config.catalog.uri)
+                    )
+                })?;
             info!("catalog schema is up to date");
             Ok(())
         }
@@ -111,10 +122,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 /// Flags have the highest precedence: they are applied as the last environment entries.
-fn load_config(config_file: Option<PathBuf>, data_dir: Option<PathBuf>, http_addr: Option<String>) -> anyhow::Result<NodeConfig> {
+fn load_config(
+    config_file: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
+    http_addr: Option<String>,
+) -> anyhow::Result<NodeConfig> {
     let mut env: Vec<(String, String)> = std::env::vars().collect();
     if let Some(data_dir) = data_dir {
-        env.push(("STRATA__DATA_DIR".to_owned(), data_dir.display().to_string()));
+        env.push((
+            "STRATA__DATA_DIR".to_owned(),
+            data_dir.display().to_string(),
+        ));
     }
     if let Some(http_addr) = http_addr {
         env.push(("STRATA__HTTP__ADDR".to_owned(), http_addr));
@@ -143,8 +161,9 @@ async fn wait_for_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing a SIGTERM handler succeeds on unix");
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("installing a SIGTERM handler succeeds on unix");
         tokio::select! {
             _ = ctrl_c => {},
             _ = terminate.recv() => {},

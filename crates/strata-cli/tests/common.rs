@@ -34,18 +34,26 @@ impl StrataProcess {
         std::thread::spawn(move || {
             let mut sent = false;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if !sent {
-                    if let Some(addr) = line.split("http_addr=").nth(1) {
-                        let addr = addr.split_whitespace().next().unwrap_or_default().to_owned();
-                        let _ = sender.send(addr);
-                        sent = true;
-                    }
+                if !sent && let Some(addr) = line.split("http_addr=").nth(1) {
+                    let addr = addr
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned();
+                    let _ = sender.send(addr);
+                    sent = true;
                 }
             }
         });
-        let addr = receiver.recv_timeout(Duration::from_secs(60)).expect("strata logs node ready within 60 s");
+        let addr = receiver
+            .recv_timeout(Duration::from_secs(60))
+            .expect("strata logs node ready within 60 s");
         let pid = child.id();
-        Self { child, base_url: format!("http://{addr}/dicomweb"), pid }
+        Self {
+            child,
+            base_url: format!("http://{addr}/dicomweb"),
+            pid,
+        }
     }
 
     /// Kills the process with SIGKILL (no chance to clean up).
@@ -60,7 +68,14 @@ impl StrataProcess {
         status
             .lines()
             .find_map(|line| line.strip_prefix("VmHWM:"))
-            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .and_then(|value| {
+                value
+                    .trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
             .map(|kib| kib * 1024)
             .expect("VmHWM present")
     }
@@ -100,15 +115,18 @@ pub fn streaming_stow_body(
             if !delay_per_part.is_zero() {
                 tokio::time::sleep(delay_per_part).await;
             }
-            let mut chunk = format!("--{boundary}\r\nContent-Type: application/dicom\r\n\r\n").into_bytes();
+            let mut chunk =
+                format!("--{boundary}\r\nContent-Type: application/dicom\r\n\r\n").into_bytes();
             chunk.extend_from_slice(&object);
             chunk.extend_from_slice(b"\r\n");
             Ok::<bytes::Bytes, std::io::Error>(bytes::Bytes::from(chunk))
         }
     });
-    let closing = futures::stream::once(async move { Ok(bytes::Bytes::from(format!("--{boundary}--\r\n"))) });
+    let closing =
+        futures::stream::once(async move { Ok(bytes::Bytes::from(format!("--{boundary}--\r\n"))) });
     (
-        "multipart/related; type=\"application/dicom\"; boundary=strata-blackbox-boundary".to_owned(),
+        "multipart/related; type=\"application/dicom\"; boundary=strata-blackbox-boundary"
+            .to_owned(),
         reqwest::Body::wrap_stream(parts.chain(closing)),
     )
 }

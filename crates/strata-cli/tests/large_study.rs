@@ -28,7 +28,8 @@ async fn test_a_study_over_1_gb_round_trips_in_bounded_memory() {
     let client = reqwest::Client::new();
     let baseline = server.peak_rss_bytes();
 
-    let parts = (1..=NUM_INSTANCES).map(|index| SyntheticInstance::ct(11, 1, 1, index, SIZE, SIZE).to_part10());
+    let parts = (1..=NUM_INSTANCES)
+        .map(|index| SyntheticInstance::ct(11, 1, 1, index, SIZE, SIZE).to_part10());
     let (content_type, body) = streaming_stow_body(parts, Duration::ZERO);
     let started = Instant::now();
     let response = client
@@ -46,7 +47,11 @@ async fn test_a_study_over_1_gb_round_trips_in_bounded_memory() {
 
     let study = SyntheticInstance::ct(11, 1, 1, 1, SIZE, SIZE).study_instance_uid;
     let started = Instant::now();
-    let response = client.get(format!("{}/studies/{study}", server.base_url)).send().await.unwrap();
+    let response = client
+        .get(format!("{}/studies/{study}", server.base_url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     let mut num_bytes = 0u64;
     let mut stream = response.bytes_stream();
@@ -67,5 +72,9 @@ async fn test_a_study_over_1_gb_round_trips_in_bounded_memory() {
         after_store >> 20,
         after_retrieve >> 20
     );
-    assert!(after_retrieve < MAX_PEAK_RSS_BYTES, "peak RSS {} MB", after_retrieve >> 20);
+    assert!(
+        after_retrieve < MAX_PEAK_RSS_BYTES,
+        "peak RSS {} MB",
+        after_retrieve >> 20
+    );
 }

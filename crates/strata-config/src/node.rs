@@ -56,7 +56,7 @@ pub struct CatalogConfig {
 }
 
 /// The object store.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StorageConfig {
     /// `file://PATH`, `ram://` or `s3://BUCKET[/PREFIX]`. Empty means
@@ -125,19 +125,19 @@ impl Default for NodeConfig {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        Self { addr: DEFAULT_HTTP_ADDR.to_owned() }
+        Self {
+            addr: DEFAULT_HTTP_ADDR.to_owned(),
+        }
     }
 }
 
 impl Default for CatalogConfig {
     fn default() -> Self {
-        Self { uri: String::new(), password_file: None, max_connections: 16 }
-    }
-}
-
-impl Default for StorageConfig {
-    fn default() -> Self {
-        Self { uri: String::new(), s3: S3Config::default() }
+        Self {
+            uri: String::new(),
+            password_file: None,
+            max_connections: 16,
+        }
     }
 }
 
@@ -157,13 +157,21 @@ impl Default for S3Config {
 
 impl Default for IngestConfig {
     fn default() -> Self {
-        Self { spool_dir: None, max_instance_bytes: 8 << 30, concurrency: 4 }
+        Self {
+            spool_dir: None,
+            max_instance_bytes: 8 << 30,
+            concurrency: 4,
+        }
     }
 }
 
 impl Default for DicomwebConfig {
     fn default() -> Self {
-        Self { public_base_url: None, max_request_bytes: 64 << 30, max_query_results: 1000 }
+        Self {
+            public_base_url: None,
+            max_request_bytes: 64 << 30,
+            max_query_results: 1000,
+        }
     }
 }
 
@@ -220,7 +228,10 @@ impl NodeConfig {
 
     /// Returns the spool directory (resolved).
     pub fn spool_dir(&self) -> PathBuf {
-        self.ingest.spool_dir.clone().unwrap_or_else(|| self.data_dir.join("spool"))
+        self.ingest
+            .spool_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("spool"))
     }
 
     /// Returns the HTTP listen address, parsed.
@@ -249,24 +260,25 @@ impl NodeConfig {
             });
         }
         let storage_uri = self.storage.uri.as_str();
-        if storage_uri.starts_with("s3://") {
-            let bucket = storage_uri["s3://".len()..].split('/').next().unwrap_or_default();
+        if let Some(bucket_and_prefix) = storage_uri.strip_prefix("s3://") {
+            let bucket = bucket_and_prefix.split('/').next().unwrap_or_default();
             if bucket.is_empty() {
                 return Err(ConfigError::Invalid {
                     key: "storage.uri",
                     reason: "an s3:// URI needs a bucket: `s3://BUCKET[/PREFIX]`".to_owned(),
                 });
             }
-            if let Some(endpoint) = &self.storage.s3.endpoint {
-                if endpoint.starts_with("http://") && !self.storage.s3.allow_http {
-                    return Err(ConfigError::Invalid {
-                        key: "storage.s3.allow_http",
-                        reason: format!(
-                            "endpoint `{endpoint}` is plain HTTP: set storage.s3.allow_http = true \
-                             to allow it"
-                        ),
-                    });
-                }
+            if let Some(endpoint) = &self.storage.s3.endpoint
+                && endpoint.starts_with("http://")
+                && !self.storage.s3.allow_http
+            {
+                return Err(ConfigError::Invalid {
+                    key: "storage.s3.allow_http",
+                    reason: format!(
+                        "endpoint `{endpoint}` is plain HTTP: set storage.s3.allow_http = true \
+                         to allow it"
+                    ),
+                });
             }
         } else if !(storage_uri.starts_with("file://") || storage_uri == "ram://") {
             return Err(ConfigError::Invalid {
@@ -322,7 +334,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(key, value)| (key.to_string(), value.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(key, value)| (key.to_string(), value.to_string()))
+            .collect()
     }
 
     #[test]
@@ -337,8 +352,11 @@ mod tests {
     fn test_env_overrides_file_and_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("strata.toml");
-        std::fs::write(&file, "[catalog]\nuri = \"sqlite:///tmp/a.db\"\nmax_connections = 2\n")
-            .unwrap();
+        std::fs::write(
+            &file,
+            "[catalog]\nuri = \"sqlite:///tmp/a.db\"\nmax_connections = 2\n",
+        )
+        .unwrap();
         let config = NodeConfig::load(
             Some(&file),
             env(&[
@@ -357,11 +375,13 @@ mod tests {
 
     #[test]
     fn test_bad_values_name_the_key() {
-        let error = NodeConfig::load(None, env(&[("STRATA__STORAGE__URI", "ftp://x")])).unwrap_err();
+        let error =
+            NodeConfig::load(None, env(&[("STRATA__STORAGE__URI", "ftp://x")])).unwrap_err();
         assert!(error.to_string().contains("storage.uri"), "{error}");
         let error = NodeConfig::load(None, env(&[("STRATA__HTTP__ADDR", "nonsense")])).unwrap_err();
         assert!(error.to_string().contains("http.addr"), "{error}");
-        let error = NodeConfig::load(None, env(&[("STRATA__CATALOG__URI", "mysql://x")])).unwrap_err();
+        let error =
+            NodeConfig::load(None, env(&[("STRATA__CATALOG__URI", "mysql://x")])).unwrap_err();
         assert!(error.to_string().contains("catalog.uri"), "{error}");
     }
 
@@ -376,8 +396,12 @@ mod tests {
 
     #[test]
     fn test_missing_file_is_reported() {
-        let error = NodeConfig::load(Some(Path::new("/nonexistent/strata.toml")), env(&[])).unwrap_err();
-        assert!(error.to_string().contains("/nonexistent/strata.toml"), "{error}");
+        let error =
+            NodeConfig::load(Some(Path::new("/nonexistent/strata.toml")), env(&[])).unwrap_err();
+        assert!(
+            error.to_string().contains("/nonexistent/strata.toml"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -82,8 +82,10 @@ impl ExtractedAttributes {
                         .to_owned(),
                 );
                 (
-                    Uid::parse(&derived_uid("study", sop_instance_uid.as_str())).expect("derived UIDs are valid"),
-                    Uid::parse(&derived_uid("series", sop_instance_uid.as_str())).expect("derived UIDs are valid"),
+                    Uid::parse(&derived_uid("study", sop_instance_uid.as_str()))
+                        .expect("derived UIDs are valid"),
+                    Uid::parse(&derived_uid("series", sop_instance_uid.as_str()))
+                        .expect("derived UIDs are valid"),
                 )
             }
             _ => (
@@ -97,7 +99,9 @@ impl ExtractedAttributes {
             ("SOP Instance UID", &sop_instance_uid),
         ] {
             if !uid.is_conformant() {
-                warnings.push(format!("{name} `{uid}` does not follow the DICOM UID syntax; kept as is"));
+                warnings.push(format!(
+                    "{name} `{uid}` does not follow the DICOM UID syntax; kept as is"
+                ));
             }
         }
         let request_attributes = object
@@ -120,7 +124,8 @@ impl ExtractedAttributes {
             patient_name: text(object, tags::PATIENT_NAME),
             patient_birth_date: text(object, tags::PATIENT_BIRTH_DATE),
             patient_sex: text(object, tags::PATIENT_SEX),
-            study_instance_uid: StudyUid::parse(study_instance_uid.as_str()).expect("validated above"),
+            study_instance_uid: StudyUid::parse(study_instance_uid.as_str())
+                .expect("validated above"),
             study_date: text(object, tags::STUDY_DATE),
             study_time: text(object, tags::STUDY_TIME),
             accession_number: text(object, tags::ACCESSION_NUMBER),
@@ -128,15 +133,23 @@ impl ExtractedAttributes {
             study_id: text(object, tags::STUDY_ID),
             study_description: text(object, tags::STUDY_DESCRIPTION),
             timezone_offset_from_utc: text(object, tags::TIMEZONE_OFFSET_FROM_UTC),
-            series_instance_uid: SeriesUid::parse(series_instance_uid.as_str()).expect("validated above"),
+            series_instance_uid: SeriesUid::parse(series_instance_uid.as_str())
+                .expect("validated above"),
             modality: text(object, tags::MODALITY),
             series_number: integer(object, tags::SERIES_NUMBER),
             series_description: text(object, tags::SERIES_DESCRIPTION),
             body_part_examined: text(object, tags::BODY_PART_EXAMINED),
-            performed_procedure_step_start_date: text(object, tags::PERFORMED_PROCEDURE_STEP_START_DATE),
-            performed_procedure_step_start_time: text(object, tags::PERFORMED_PROCEDURE_STEP_START_TIME),
+            performed_procedure_step_start_date: text(
+                object,
+                tags::PERFORMED_PROCEDURE_STEP_START_DATE,
+            ),
+            performed_procedure_step_start_time: text(
+                object,
+                tags::PERFORMED_PROCEDURE_STEP_START_TIME,
+            ),
             request_attributes,
-            sop_instance_uid: SopInstanceUid::parse(sop_instance_uid.as_str()).expect("validated above"),
+            sop_instance_uid: SopInstanceUid::parse(sop_instance_uid.as_str())
+                .expect("validated above"),
             sop_class_uid,
             instance_number: integer(object, tags::INSTANCE_NUMBER),
             rows: integer(object, tags::ROWS),
@@ -176,12 +189,22 @@ fn derived_uid(level: &str, sop_instance_uid: &str) -> String {
 
 fn required_uid(object: &InMemDicomObject, tag: Tag, name: &str) -> Result<Uid, DicomError> {
     let element = object.get(tag).ok_or_else(|| {
-        DicomError::missing(format!("{name} {} is missing", crate::inspect::tag_text(tag)))
+        DicomError::missing(format!(
+            "{name} {} is missing",
+            crate::inspect::tag_text(tag)
+        ))
     })?;
-    let value = element_text(element)
-        .ok_or_else(|| DicomError::missing(format!("{name} {} has no text value", crate::inspect::tag_text(tag))))?;
+    let value = element_text(element).ok_or_else(|| {
+        DicomError::missing(format!(
+            "{name} {} has no text value",
+            crate::inspect::tag_text(tag)
+        ))
+    })?;
     Uid::parse(&value).map_err(|error| {
-        DicomError::missing(format!("{name} {} is not a valid UID: {error}", crate::inspect::tag_text(tag)))
+        DicomError::missing(format!(
+            "{name} {} is not a valid UID: {error}",
+            crate::inspect::tag_text(tag)
+        ))
     })
 }
 
@@ -190,7 +213,11 @@ fn text(object: &InMemDicomObject, tag: Tag) -> String {
     object
         .get(tag)
         .and_then(element_text)
-        .map(|value| value.trim_matches(|c: char| c == ' ' || c == '\0').to_owned())
+        .map(|value| {
+            value
+                .trim_matches(|c: char| c == ' ' || c == '\0')
+                .to_owned()
+        })
         .unwrap_or_default()
 }
 
@@ -208,12 +235,17 @@ fn element_text(element: &dicom_object::mem::InMemElement) -> Option<String> {
 /// Returns the element's first value as an integer, when it parses as one.
 fn integer(object: &InMemDicomObject, tag: Tag) -> Option<i64> {
     let element = object.get(tag)?;
-    if element.vr() != dicom_core::VR::UN {
-        if let Ok(value) = element.to_int::<i64>() {
-            return Some(value);
-        }
+    if element.vr() != dicom_core::VR::UN
+        && let Ok(value) = element.to_int::<i64>()
+    {
+        return Some(value);
     }
-    element_text(element)?.split('\\').next()?.trim_matches(|c: char| c == ' ' || c == '\0').parse().ok()
+    element_text(element)?
+        .split('\\')
+        .next()?
+        .trim_matches(|c: char| c == ' ' || c == '\0')
+        .parse()
+        .ok()
 }
 
 #[cfg(test)]

@@ -28,14 +28,23 @@ pub struct DicomError {
 
 impl DicomError {
     pub(crate) fn malformed(reason: impl Into<String>) -> Self {
-        Self { kind: DicomErrorKind::Malformed, reason: reason.into() }
+        Self {
+            kind: DicomErrorKind::Malformed,
+            reason: reason.into(),
+        }
     }
 
     pub(crate) fn missing(reason: impl Into<String>) -> Self {
-        Self { kind: DicomErrorKind::MissingIdentifier, reason: reason.into() }
+        Self {
+            kind: DicomErrorKind::MissingIdentifier,
+            reason: reason.into(),
+        }
     }
 
     pub(crate) fn io(error: std::io::Error) -> Self {
-        Self { kind: DicomErrorKind::Io, reason: format!("failed to read the received object: {error}") }
+        Self {
+            kind: DicomErrorKind::Io,
+            reason: format!("failed to read the received object: {error}"),
+        }
     }
 }

@@ -17,8 +17,8 @@ use dicom_dictionary_std::tags;
 use dicom_encoding::TransferSyntaxIndex;
 use dicom_encoding::transfer_syntax::TransferSyntax;
 use dicom_object::{InMemDicomObject, OpenFileOptions, file::ReadPreamble};
-use dicom_parser::dataset::lazy_read::LazyDataSetReader;
 use dicom_parser::dataset::LazyDataToken;
+use dicom_parser::dataset::lazy_read::LazyDataSetReader;
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 
 use crate::attributes::ExtractedAttributes;
@@ -40,7 +40,10 @@ pub struct InspectLimits {
 
 impl Default for InspectLimits {
     fn default() -> Self {
-        Self { max_object_bytes: 8 << 30, max_in_memory_bytes: 512 << 20 }
+        Self {
+            max_object_bytes: 8 << 30,
+            max_in_memory_bytes: 512 << 20,
+        }
     }
 }
 
@@ -98,7 +101,10 @@ pub fn inspect_file(path: &Path, limits: InspectLimits) -> Result<InspectedInsta
         });
     }
     let mut head = Vec::with_capacity(132);
-    (&mut file).take(132).read_to_end(&mut head).map_err(DicomError::io)?;
+    (&mut file)
+        .take(132)
+        .read_to_end(&mut head)
+        .map_err(DicomError::io)?;
 
     let magic_offset = if head.len() >= 132 && &head[128..132] == b"DICM" {
         Some(128)
@@ -113,8 +119,9 @@ pub fn inspect_file(path: &Path, limits: InspectLimits) -> Result<InspectedInsta
         Some(magic_offset) => {
             let dataset_offset = file_meta_end(&mut file, magic_offset + 4, file_len)?;
             let meta_bytes = read_range(&mut file, magic_offset, dataset_offset)?;
-            let meta = dicom_object::FileMetaTable::from_reader(meta_bytes.as_slice())
-                .map_err(|error| DicomError::malformed(format!("invalid file meta information: {error}")))?;
+            let meta = dicom_object::FileMetaTable::from_reader(meta_bytes.as_slice()).map_err(
+                |error| DicomError::malformed(format!("invalid file meta information: {error}")),
+            )?;
             let transfer_syntax_uid = meta.transfer_syntax().to_owned();
             let ts = lookup_transfer_syntax(&transfer_syntax_uid)?;
             let is_deflated = ts.uid() == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN;
@@ -127,7 +134,8 @@ pub fn inspect_file(path: &Path, limits: InspectLimits) -> Result<InspectedInsta
             } else {
                 pixel_data_layout(&mut file, dataset_offset, file_len, ts)?
             };
-            file.seek(SeekFrom::Start(magic_offset)).map_err(DicomError::io)?;
+            file.seek(SeekFrom::Start(magic_offset))
+                .map_err(DicomError::io)?;
             let mut options = OpenFileOptions::new().read_preamble(ReadPreamble::Never);
             if !is_deflated {
                 options = options.read_until(tags::PIXEL_DATA);
@@ -154,7 +162,8 @@ pub fn inspect_file(path: &Path, limits: InspectLimits) -> Result<InspectedInsta
         }
     };
 
-    let (attributes, attribute_warnings) = ExtractedAttributes::from_object(&object, &transfer_syntax_uid)?;
+    let (attributes, attribute_warnings) =
+        ExtractedAttributes::from_object(&object, &transfer_syntax_uid)?;
     warnings.extend(attribute_warnings);
     if let Some(layout) = &pixel_data {
         if layout.native_length == Some(0) && attributes.rows.unwrap_or(0) > 0 {
@@ -206,12 +215,16 @@ fn too_large_in_memory(file_len: u64, limits: InspectLimits) -> DicomError {
 fn lookup_transfer_syntax(uid: &str) -> Result<&'static TransferSyntax, DicomError> {
     let trimmed = uid.trim_end_matches(['\0', ' ']);
     if trimmed.is_empty() {
-        return Err(DicomError::missing("the File Meta header has no Transfer Syntax UID (0002,0010)"));
+        return Err(DicomError::missing(
+            "the File Meta header has no Transfer Syntax UID (0002,0010)",
+        ));
     }
-    TransferSyntaxRegistry.get(trimmed).ok_or_else(|| DicomError {
-        kind: DicomErrorKind::UnsupportedTransferSyntax,
-        reason: format!("transfer syntax `{trimmed}` is not supported"),
-    })
+    TransferSyntaxRegistry
+        .get(trimmed)
+        .ok_or_else(|| DicomError {
+            kind: DicomErrorKind::UnsupportedTransferSyntax,
+            reason: format!("transfer syntax `{trimmed}` is not supported"),
+        })
 }
 
 /// Guesses the transfer syntax of a data set without a File Meta header from its first
@@ -234,10 +247,14 @@ fn infer_transfer_syntax(head: &[u8]) -> &'static str {
 fn file_meta_end(file: &mut File, start: u64, file_len: u64) -> Result<u64, DicomError> {
     let mut position = start;
     let mut reader = BufReader::new(file);
-    reader.seek(SeekFrom::Start(start)).map_err(DicomError::io)?;
+    reader
+        .seek(SeekFrom::Start(start))
+        .map_err(DicomError::io)?;
     loop {
         if position == file_len {
-            return Err(DicomError::malformed("the object ends after its File Meta header: no data set"));
+            return Err(DicomError::malformed(
+                "the object ends after its File Meta header: no data set",
+            ));
         }
         let mut header = [0u8; 8];
         reader
@@ -250,7 +267,19 @@ fn file_meta_end(file: &mut File, start: u64, file_len: u64) -> Result<u64, Dico
         let vr = &header[4..6];
         let (header_len, value_len) = if matches!(
             vr,
-            b"OB" | b"OW" | b"OF" | b"OD" | b"OL" | b"OV" | b"SQ" | b"UT" | b"UN" | b"UC" | b"UR" | b"SV" | b"UV"
+            b"OB"
+                | b"OW"
+                | b"OF"
+                | b"OD"
+                | b"OL"
+                | b"OV"
+                | b"SQ"
+                | b"UT"
+                | b"UN"
+                | b"UC"
+                | b"UR"
+                | b"SV"
+                | b"UV"
         ) {
             let mut length = [0u8; 4];
             reader
@@ -270,7 +299,9 @@ fn file_meta_end(file: &mut File, start: u64, file_len: u64) -> Result<u64, Dico
             ));
         }
         position += header_len + value_len;
-        reader.seek(SeekFrom::Start(position)).map_err(DicomError::io)?;
+        reader
+            .seek(SeekFrom::Start(position))
+            .map_err(DicomError::io)?;
     }
 }
 
@@ -306,31 +337,37 @@ fn pixel_data_layout(
     ts: &TransferSyntax,
 ) -> Result<Option<PixelDataLayout>, DicomError> {
     let mut layout: Option<PixelDataLayout> = None;
-    walk(file, dataset_offset, file_len, ts, |event, absolute_offset| match event {
-        WalkEvent::NativePixelData(length) => {
-            layout = Some(PixelDataLayout {
-                value_offset: absolute_offset,
-                native_length: Some(length),
-                fragments: Vec::new(),
-            });
-        }
-        WalkEvent::PixelSequenceStart => {
-            layout = Some(PixelDataLayout {
-                value_offset: absolute_offset,
-                native_length: None,
-                fragments: Vec::new(),
-            });
-        }
-        WalkEvent::Fragment(length) => {
-            if let Some(layout) = layout.as_mut() {
-                if layout.fragments.is_empty() && absolute_offset >= 8 {
-                    // The first item header (the Basic Offset Table) precedes its value.
-                    layout.value_offset = absolute_offset - 8;
-                }
-                layout.fragments.push((absolute_offset, length));
+    walk(
+        file,
+        dataset_offset,
+        file_len,
+        ts,
+        |event, absolute_offset| match event {
+            WalkEvent::NativePixelData(length) => {
+                layout = Some(PixelDataLayout {
+                    value_offset: absolute_offset,
+                    native_length: Some(length),
+                    fragments: Vec::new(),
+                });
             }
-        }
-    })?;
+            WalkEvent::PixelSequenceStart => {
+                layout = Some(PixelDataLayout {
+                    value_offset: absolute_offset,
+                    native_length: None,
+                    fragments: Vec::new(),
+                });
+            }
+            WalkEvent::Fragment(length) => {
+                if let Some(layout) = layout.as_mut() {
+                    if layout.fragments.is_empty() && absolute_offset >= 8 {
+                        // The first item header (the Basic Offset Table) precedes its value.
+                        layout.value_offset = absolute_offset - 8;
+                    }
+                    layout.fragments.push((absolute_offset, length));
+                }
+            }
+        },
+    )?;
     Ok(layout)
 }
 
@@ -347,7 +384,8 @@ fn walk(
     ts: &TransferSyntax,
     mut on_event: impl FnMut(WalkEvent, u64),
 ) -> Result<(), DicomError> {
-    file.seek(SeekFrom::Start(dataset_offset)).map_err(DicomError::io)?;
+    file.seek(SeekFrom::Start(dataset_offset))
+        .map_err(DicomError::io)?;
     let reader = BufReader::with_capacity(64 * 1024, &mut *file);
     let mut dataset = LazyDataSetReader::new_with_ts(reader, ts)
         .map_err(|error| DicomError::malformed(format!("cannot read the data set: {error}")))?;
@@ -358,7 +396,8 @@ fn walk(
     let mut in_pixel_sequence = false;
     let mut num_tokens = 0u64;
     while let Some(token) = dataset.advance() {
-        let token = token.map_err(|error| DicomError::malformed(format!("invalid data set: {error}")))?;
+        let token =
+            token.map_err(|error| DicomError::malformed(format!("invalid data set: {error}")))?;
         num_tokens += 1;
         match token {
             LazyDataToken::SequenceStart { .. } => depth += 1,
@@ -371,7 +410,9 @@ fn walk(
             }
             LazyDataToken::SequenceEnd | LazyDataToken::ItemEnd => {
                 if depth == 0 {
-                    return Err(DicomError::malformed("a sequence delimiter has no matching start"));
+                    return Err(DicomError::malformed(
+                        "a sequence delimiter has no matching start",
+                    ));
                 }
                 depth -= 1;
                 if depth == 0 {

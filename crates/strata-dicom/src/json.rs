@@ -18,10 +18,18 @@ const MAX_INLINE_BINARY_BYTES: usize = 256;
 
 /// Renders `object` as a DICOM JSON object. `has_pixel_data` adds Pixel Data (7FE0,0010) as a
 /// `BulkDataURI` when the object was read without it.
-pub fn to_dicom_json(object: &InMemDicomObject, has_pixel_data: bool, transfer_syntax_uid: &str) -> Json {
+pub fn to_dicom_json(
+    object: &InMemDicomObject,
+    has_pixel_data: bool,
+    transfer_syntax_uid: &str,
+) -> Json {
     let mut map = object_to_json(object, &mut Vec::new());
     if has_pixel_data && !map.contains_key("7FE00010") {
-        let vr = if is_native_transfer_syntax(transfer_syntax_uid) { "OW" } else { "OB" };
+        let vr = if is_native_transfer_syntax(transfer_syntax_uid) {
+            "OW"
+        } else {
+            "OB"
+        };
         map.insert(
             "7FE00010".to_owned(),
             json!({ "vr": vr, "BulkDataURI": bulk_uri(&[tags::PIXEL_DATA.into()]) }),
@@ -33,7 +41,10 @@ pub fn to_dicom_json(object: &InMemDicomObject, has_pixel_data: bool, transfer_s
 fn is_native_transfer_syntax(uid: &str) -> bool {
     matches!(
         uid,
-        "1.2.840.10008.1.2" | "1.2.840.10008.1.2.1" | "1.2.840.10008.1.2.2" | "1.2.840.10008.1.2.1.99"
+        "1.2.840.10008.1.2"
+            | "1.2.840.10008.1.2.1"
+            | "1.2.840.10008.1.2.2"
+            | "1.2.840.10008.1.2.1.99"
     )
 }
 
@@ -53,7 +64,9 @@ fn bulk_uri(path: &[PathPart]) -> String {
     let mut uri = format!("{BULK_DATA_PLACEHOLDER}bulk");
     for part in path {
         match part {
-            PathPart::Tag(tag) => uri.push_str(&format!("/{:04X}{:04X}", tag.group(), tag.element())),
+            PathPart::Tag(tag) => {
+                uri.push_str(&format!("/{:04X}{:04X}", tag.group(), tag.element()))
+            }
             PathPart::Item(index) => uri.push_str(&format!("/{index}")),
         }
     }
@@ -157,7 +170,11 @@ fn primitive_to_json(
                     let trimmed = value.trim();
                     if trimmed.is_empty() {
                         Json::Null
-                    } else if let Some(number) = trimmed.parse::<f64>().ok().and_then(serde_json::Number::from_f64) {
+                    } else if let Some(number) = trimmed
+                        .parse::<f64>()
+                        .ok()
+                        .and_then(serde_json::Number::from_f64)
+                    {
                         Json::Number(number)
                     } else {
                         Json::String(trimmed.to_owned())
@@ -172,7 +189,11 @@ fn primitive_to_json(
                 .map(|numbers| {
                     numbers
                         .into_iter()
-                        .map(|number| serde_json::Number::from_f64(number).map(Json::Number).unwrap_or(Json::Null))
+                        .map(|number| {
+                            serde_json::Number::from_f64(number)
+                                .map(Json::Number)
+                                .unwrap_or(Json::Null)
+                        })
                         .collect()
                 })
                 .unwrap_or_default();
@@ -205,7 +226,9 @@ fn primitive_to_json(
             let value = primitive.to_str();
             attribute.insert(
                 "Value".to_owned(),
-                Json::Array(vec![Json::String(value.trim_end_matches([' ', '\0']).to_owned())]),
+                Json::Array(vec![Json::String(
+                    value.trim_end_matches([' ', '\0']).to_owned(),
+                )]),
             );
         }
         _ => {
@@ -214,7 +237,11 @@ fn primitive_to_json(
                 .iter()
                 .map(|value| {
                     let trimmed = value.trim_matches(|c: char| c == ' ' || c == '\0');
-                    if trimmed.is_empty() { Json::Null } else { Json::String(trimmed.to_owned()) }
+                    if trimmed.is_empty() {
+                        Json::Null
+                    } else {
+                        Json::String(trimmed.to_owned())
+                    }
                 })
                 .collect();
             attribute.insert("Value".to_owned(), Json::Array(values));
@@ -231,10 +258,10 @@ fn person_name(value: &str) -> Json {
     let mut groups = trimmed.splitn(3, '=');
     let mut name = Map::new();
     for key in ["Alphabetic", "Ideographic", "Phonetic"] {
-        if let Some(group) = groups.next() {
-            if !group.is_empty() {
-                name.insert(key.to_owned(), Json::String(group.to_owned()));
-            }
+        if let Some(group) = groups.next()
+            && !group.is_empty()
+        {
+            name.insert(key.to_owned(), Json::String(group.to_owned()));
         }
     }
     Json::Object(name)

@@ -22,13 +22,16 @@ pub fn write_part10_header(
         .implementation_class_uid(IMPLEMENTATION_CLASS_UID)
         .implementation_version_name(IMPLEMENTATION_VERSION_NAME)
         .build()
-        .map_err(|error| DicomError::malformed(format!("cannot build a File Meta header: {error}")))?;
+        .map_err(|error| {
+            DicomError::malformed(format!("cannot build a File Meta header: {error}"))
+        })?;
     // The preamble and the magic are ours to write: `FileMetaTable::write` emits the group
     // 0002 elements only.
     let mut bytes = vec![0u8; 128];
     bytes.extend_from_slice(b"DICM");
-    meta.write(&mut bytes)
-        .map_err(|error| DicomError::malformed(format!("cannot write a File Meta header: {error}")))?;
+    meta.write(&mut bytes).map_err(|error| {
+        DicomError::malformed(format!("cannot write a File Meta header: {error}"))
+    })?;
     out.write_all(&bytes).map_err(DicomError::io)?;
     Ok(bytes.len() as u64)
 }
@@ -45,7 +48,13 @@ mod tests {
     #[test]
     fn test_header_is_a_complete_part10_prefix() {
         let mut bytes = Vec::new();
-        let written = write_part10_header(&mut bytes, "1.2.840.10008.5.1.4.1.1.7", "1.2.3.4", "1.2.840.10008.1.2").unwrap();
+        let written = write_part10_header(
+            &mut bytes,
+            "1.2.840.10008.5.1.4.1.1.7",
+            "1.2.3.4",
+            "1.2.840.10008.1.2",
+        )
+        .unwrap();
         assert_eq!(written as usize, bytes.len());
         assert_eq!(&bytes[128..132], b"DICM");
         let meta = dicom_object::FileMetaTable::from_reader(&bytes[128..]).unwrap();

@@ -83,9 +83,17 @@ fn test_every_corpus_file_is_inspected_as_the_manifest_expects() {
             (expected, outcome) => failures.push(format!(
                 "{}: expected {expected}, got {:?}",
                 row.path,
-                outcome.as_ref().map(|_| "accepted").map_err(|error| error.reason.clone())
+                outcome
+                    .as_ref()
+                    .map(|_| "accepted")
+                    .map_err(|error| error.reason.clone())
             )),
         }
     }
-    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

@@ -45,17 +45,38 @@ pub struct DicomwebState {
 /// Returns the DICOMweb router, to be nested under `/dicomweb`.
 pub fn router(state: DicomwebState) -> Router {
     Router::new()
-        .route("/studies", get(qido::search_studies).post(stow::store_instances))
+        .route(
+            "/studies",
+            get(qido::search_studies).post(stow::store_instances),
+        )
         .route("/series", get(qido::search_all_series))
         .route("/instances", get(qido::search_all_instances))
-        .route("/studies/{study}", get(wado::retrieve_study).post(stow::store_instances_in_study))
+        .route(
+            "/studies/{study}",
+            get(wado::retrieve_study).post(stow::store_instances_in_study),
+        )
         .route("/studies/{study}/metadata", get(wado::study_metadata))
         .route("/studies/{study}/series", get(qido::search_study_series))
-        .route("/studies/{study}/instances", get(qido::search_study_instances))
-        .route("/studies/{study}/series/{series}", get(wado::retrieve_series))
-        .route("/studies/{study}/series/{series}/metadata", get(wado::series_metadata))
-        .route("/studies/{study}/series/{series}/instances", get(qido::search_series_instances))
-        .route("/studies/{study}/series/{series}/instances/{instance}", get(wado::retrieve_instance))
+        .route(
+            "/studies/{study}/instances",
+            get(qido::search_study_instances),
+        )
+        .route(
+            "/studies/{study}/series/{series}",
+            get(wado::retrieve_series),
+        )
+        .route(
+            "/studies/{study}/series/{series}/metadata",
+            get(wado::series_metadata),
+        )
+        .route(
+            "/studies/{study}/series/{series}/instances",
+            get(qido::search_series_instances),
+        )
+        .route(
+            "/studies/{study}/series/{series}/instances/{instance}",
+            get(wado::retrieve_instance),
+        )
         .route(
             "/studies/{study}/series/{series}/instances/{instance}/metadata",
             get(wado::instance_metadata),

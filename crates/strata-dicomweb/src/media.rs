@@ -20,7 +20,10 @@ impl MediaType {
             .filter_map(|param| {
                 let (name, value) = param.split_once('=')?;
                 let value = value.trim();
-                let value = value.strip_prefix('"').and_then(|v| v.strip_suffix('"')).unwrap_or(value);
+                let value = value
+                    .strip_prefix('"')
+                    .and_then(|v| v.strip_suffix('"'))
+                    .unwrap_or(value);
                 Some((name.trim().to_ascii_lowercase(), value.to_owned()))
             })
             .collect();
@@ -29,12 +32,18 @@ impl MediaType {
 
     /// Parses an Accept header into its media ranges, in order.
     pub fn parse_accept(text: &str) -> Vec<Self> {
-        split_outside_quotes(text, ',').iter().filter_map(|item| Self::parse(item)).collect()
+        split_outside_quotes(text, ',')
+            .iter()
+            .filter_map(|item| Self::parse(item))
+            .collect()
     }
 
     /// Returns a parameter's value.
     pub fn param(&self, name: &str) -> Option<&str> {
-        self.params.iter().find(|(key, _)| key == name).map(|(_, value)| value.as_str())
+        self.params
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
     }
 }
 
@@ -62,7 +71,9 @@ mod tests {
 
     #[test]
     fn test_parses_multipart_related_with_quoted_params() {
-        let media = MediaType::parse("Multipart/Related; type=\"application/dicom\"; boundary=\"a;b\"").unwrap();
+        let media =
+            MediaType::parse("Multipart/Related; type=\"application/dicom\"; boundary=\"a;b\"")
+                .unwrap();
         assert_eq!(media.essence, "multipart/related");
         assert_eq!(media.param("type"), Some("application/dicom"));
         assert_eq!(media.param("boundary"), Some("a;b"));
@@ -70,7 +81,8 @@ mod tests {
 
     #[test]
     fn test_parses_accept_lists() {
-        let ranges = MediaType::parse_accept("multipart/related; type=\"application/dicom\", */*;q=0.1");
+        let ranges =
+            MediaType::parse_accept("multipart/related; type=\"application/dicom\", */*;q=0.1");
         assert_eq!(ranges.len(), 2);
         assert_eq!(ranges[1].essence, "*/*");
     }

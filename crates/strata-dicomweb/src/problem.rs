@@ -14,22 +14,34 @@ pub struct Problem {
 impl Problem {
     /// 400 with a detail.
     pub fn bad_request(detail: impl Into<String>) -> Self {
-        Self { status: StatusCode::BAD_REQUEST, detail: detail.into() }
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            detail: detail.into(),
+        }
     }
 
     /// 404 with a detail.
     pub fn not_found(detail: impl Into<String>) -> Self {
-        Self { status: StatusCode::NOT_FOUND, detail: detail.into() }
+        Self {
+            status: StatusCode::NOT_FOUND,
+            detail: detail.into(),
+        }
     }
 
     /// 406 with a detail.
     pub fn not_acceptable(detail: impl Into<String>) -> Self {
-        Self { status: StatusCode::NOT_ACCEPTABLE, detail: detail.into() }
+        Self {
+            status: StatusCode::NOT_ACCEPTABLE,
+            detail: detail.into(),
+        }
     }
 
     /// 415 with a detail.
     pub fn unsupported_media_type(detail: impl Into<String>) -> Self {
-        Self { status: StatusCode::UNSUPPORTED_MEDIA_TYPE, detail: detail.into() }
+        Self {
+            status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            detail: detail.into(),
+        }
     }
 
     /// 503 for a dependency that is down; the cause is logged, not returned.
@@ -51,6 +63,11 @@ impl IntoResponse for Problem {
             "status": self.status.as_u16(),
             "detail": self.detail,
         });
-        (self.status, [(http::header::CONTENT_TYPE, "application/problem+json")], body.to_string()).into_response()
+        (
+            self.status,
+            [(http::header::CONTENT_TYPE, "application/problem+json")],
+            body.to_string(),
+        )
+            .into_response()
     }
 }

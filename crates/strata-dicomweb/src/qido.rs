@@ -11,17 +11,29 @@ use crate::qido_params::{QidoRequest, parse_query};
 use crate::{DicomwebState, Problem, base_url};
 
 /// `GET /studies`.
-pub(crate) async fn search_studies(State(state): State<DicomwebState>, RawQuery(raw): RawQuery, headers: HeaderMap) -> Response {
+pub(crate) async fn search_studies(
+    State(state): State<DicomwebState>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> Response {
     search(state, QueryLevel::Study, None, None, raw, headers).await
 }
 
 /// `GET /series`.
-pub(crate) async fn search_all_series(State(state): State<DicomwebState>, RawQuery(raw): RawQuery, headers: HeaderMap) -> Response {
+pub(crate) async fn search_all_series(
+    State(state): State<DicomwebState>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> Response {
     search(state, QueryLevel::Series, None, None, raw, headers).await
 }
 
 /// `GET /instances`.
-pub(crate) async fn search_all_instances(State(state): State<DicomwebState>, RawQuery(raw): RawQuery, headers: HeaderMap) -> Response {
+pub(crate) async fn search_all_instances(
+    State(state): State<DicomwebState>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> Response {
     search(state, QueryLevel::Instance, None, None, raw, headers).await
 }
 
@@ -52,7 +64,15 @@ pub(crate) async fn search_series_instances(
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    search(state, QueryLevel::Instance, Some(study), Some(series), raw, headers).await
+    search(
+        state,
+        QueryLevel::Instance,
+        Some(study),
+        Some(series),
+        raw,
+        headers,
+    )
+    .await
 }
 
 async fn search(
@@ -79,25 +99,33 @@ async fn run_search(
 ) -> Result<Response, Problem> {
     let (mut query, request) = parse_query(raw_query, level, state.settings.max_query_results)?;
     if let Some(study) = &study {
-        query.study_scope =
-            Some(StudyUid::parse(study).map_err(|error| Problem::bad_request(format!("study UID `{study}` is invalid: {error}")))?);
+        query.study_scope = Some(StudyUid::parse(study).map_err(|error| {
+            Problem::bad_request(format!("study UID `{study}` is invalid: {error}"))
+        })?);
     }
     if let Some(series) = &series {
-        query.series_scope = Some(
-            SeriesUid::parse(series).map_err(|error| Problem::bad_request(format!("series UID `{series}` is invalid: {error}")))?,
-        );
+        query.series_scope = Some(SeriesUid::parse(series).map_err(|error| {
+            Problem::bad_request(format!("series UID `{series}` is invalid: {error}"))
+        })?);
     }
     // Ask for one more than the limit to know whether the results were truncated.
     let requested_limit = query.limit;
     query.limit = requested_limit.map(|limit| limit + 1);
-    let mut matches = state.catalog.query(&query).await.map_err(|error| Problem::unavailable(&error))?;
+    let mut matches = state
+        .catalog
+        .query(&query)
+        .await
+        .map_err(|error| Problem::unavailable(&error))?;
     let truncated = requested_limit.is_some_and(|limit| matches.len() as u64 > limit);
     if let Some(limit) = requested_limit {
         matches.truncate(limit as usize);
     }
     let base = base_url(&state.settings, headers);
     let scoped = study.is_some();
-    let results: Vec<Json> = matches.iter().map(|found| render(found, level, scoped, &request, &base)).collect();
+    let results: Vec<Json> = matches
+        .iter()
+        .map(|found| render(found, level, scoped, &request, &base))
+        .collect();
     let mut response = (
         [(http::header::CONTENT_TYPE, "application/dicom+json")],
         Json::Array(results).to_string(),
@@ -146,9 +174,19 @@ fn put(map: &mut Map<String, Json>, tag: &str, vr: &str, value: Option<Json>) {
 }
 
 /// Renders one match as a DICOM JSON object with the level's return keys.
-fn render(found: &QueryMatch, level: QueryLevel, scoped: bool, request: &QidoRequest, base: &str) -> Json {
+fn render(
+    found: &QueryMatch,
+    level: QueryLevel,
+    scoped: bool,
+    request: &QidoRequest,
+    base: &str,
+) -> Json {
     let mut map = Map::new();
-    if let Some(metadata) = found.metadata_json.as_deref().and_then(|text| serde_json::from_str::<Map<String, Json>>(text).ok()) {
+    if let Some(metadata) = found
+        .metadata_json
+        .as_deref()
+        .and_then(|text| serde_json::from_str::<Map<String, Json>>(text).ok())
+    {
         for (tag, attribute) in metadata {
             let bulk = attribute.get("BulkDataURI").is_some();
             if !bulk && (request.include_all || request.include_tags.contains(&tag)) {
@@ -163,71 +201,196 @@ fn render(found: &QueryMatch, level: QueryLevel, scoped: bool, request: &QidoReq
         let patient = &found.patient;
         put(&mut map, "00080020", "DA", text("DA", &study.study_date));
         put(&mut map, "00080030", "TM", text("TM", &study.study_time));
-        put(&mut map, "00080050", "SH", text("SH", &study.accession_number));
-        put(&mut map, "00080090", "PN", person_name(&study.referring_physician_name));
-        put(&mut map, "00080201", "SH", text("SH", &study.timezone_offset_from_utc));
-        put(&mut map, "00081030", "LO", text("LO", &study.study_description));
-        put(&mut map, "00100010", "PN", person_name(&patient.patient_name));
+        put(
+            &mut map,
+            "00080050",
+            "SH",
+            text("SH", &study.accession_number),
+        );
+        put(
+            &mut map,
+            "00080090",
+            "PN",
+            person_name(&study.referring_physician_name),
+        );
+        put(
+            &mut map,
+            "00080201",
+            "SH",
+            text("SH", &study.timezone_offset_from_utc),
+        );
+        put(
+            &mut map,
+            "00081030",
+            "LO",
+            text("LO", &study.study_description),
+        );
+        put(
+            &mut map,
+            "00100010",
+            "PN",
+            person_name(&patient.patient_name),
+        );
         put(&mut map, "00100020", "LO", text("LO", &patient.patient_id));
-        put(&mut map, "00100021", "LO", text("LO", &patient.issuer_of_patient_id));
-        put(&mut map, "00100030", "DA", text("DA", &patient.patient_birth_date));
+        put(
+            &mut map,
+            "00100021",
+            "LO",
+            text("LO", &patient.issuer_of_patient_id),
+        );
+        put(
+            &mut map,
+            "00100030",
+            "DA",
+            text("DA", &patient.patient_birth_date),
+        );
         put(&mut map, "00100040", "CS", text("CS", &patient.patient_sex));
         put(&mut map, "00200010", "SH", text("SH", &study.study_id));
-        put(&mut map, "00201206", "IS", number("IS", Some(found.num_study_series)));
-        put(&mut map, "00201208", "IS", number("IS", Some(found.num_study_instances)));
+        put(
+            &mut map,
+            "00201206",
+            "IS",
+            number("IS", Some(found.num_study_series)),
+        );
+        put(
+            &mut map,
+            "00201208",
+            "IS",
+            number("IS", Some(found.num_study_instances)),
+        );
         put(
             &mut map,
             "00080061",
             "CS",
-            (!found.modalities_in_study.is_empty()).then(|| json!({"vr": "CS", "Value": found.modalities_in_study})),
+            (!found.modalities_in_study.is_empty())
+                .then(|| json!({"vr": "CS", "Value": found.modalities_in_study})),
         );
         put(
             &mut map,
             "00080062",
             "UI",
-            (!found.sop_classes_in_study.is_empty()).then(|| json!({"vr": "UI", "Value": found.sop_classes_in_study})),
+            (!found.sop_classes_in_study.is_empty())
+                .then(|| json!({"vr": "UI", "Value": found.sop_classes_in_study})),
         );
     }
-    map.insert("0020000D".to_owned(), json!({"vr": "UI", "Value": [study.study_instance_uid.as_str()]}));
-    map.insert("00080056".to_owned(), json!({"vr": "CS", "Value": ["ONLINE"]}));
+    map.insert(
+        "0020000D".to_owned(),
+        json!({"vr": "UI", "Value": [study.study_instance_uid.as_str()]}),
+    );
+    map.insert(
+        "00080056".to_owned(),
+        json!({"vr": "CS", "Value": ["ONLINE"]}),
+    );
     let mut retrieve_url = study_url;
     if let Some(series) = &found.series {
         retrieve_url = format!("{retrieve_url}/series/{}", series.series_instance_uid);
         put(&mut map, "00080060", "CS", text("CS", &series.modality));
-        put(&mut map, "0008103E", "LO", text("LO", &series.series_description));
-        put(&mut map, "0020000E", "UI", text("UI", series.series_instance_uid.as_str()));
-        put(&mut map, "00200011", "IS", number("IS", series.series_number));
-        put(&mut map, "00201209", "IS", number("IS", found.num_series_instances));
-        put(&mut map, "00400244", "DA", text("DA", &series.performed_procedure_step_start_date));
-        put(&mut map, "00400245", "TM", text("TM", &series.performed_procedure_step_start_time));
+        put(
+            &mut map,
+            "0008103E",
+            "LO",
+            text("LO", &series.series_description),
+        );
+        put(
+            &mut map,
+            "0020000E",
+            "UI",
+            text("UI", series.series_instance_uid.as_str()),
+        );
+        put(
+            &mut map,
+            "00200011",
+            "IS",
+            number("IS", series.series_number),
+        );
+        put(
+            &mut map,
+            "00201209",
+            "IS",
+            number("IS", found.num_series_instances),
+        );
+        put(
+            &mut map,
+            "00400244",
+            "DA",
+            text("DA", &series.performed_procedure_step_start_date),
+        );
+        put(
+            &mut map,
+            "00400245",
+            "TM",
+            text("TM", &series.performed_procedure_step_start_time),
+        );
         if level == QueryLevel::Series {
             let items: Vec<Json> = series
                 .request_attributes
                 .iter()
                 .map(|item| {
                     let mut item_map = Map::new();
-                    put(&mut item_map, "00400009", "SH", text("SH", &item.scheduled_procedure_step_id));
-                    put(&mut item_map, "00401001", "SH", text("SH", &item.requested_procedure_id));
+                    put(
+                        &mut item_map,
+                        "00400009",
+                        "SH",
+                        text("SH", &item.scheduled_procedure_step_id),
+                    );
+                    put(
+                        &mut item_map,
+                        "00401001",
+                        "SH",
+                        text("SH", &item.requested_procedure_id),
+                    );
                     Json::Object(item_map)
                 })
                 .collect();
             map.insert(
                 "00400275".to_owned(),
-                if items.is_empty() { json!({"vr": "SQ"}) } else { json!({"vr": "SQ", "Value": items}) },
+                if items.is_empty() {
+                    json!({"vr": "SQ"})
+                } else {
+                    json!({"vr": "SQ", "Value": items})
+                },
             );
         }
     }
     if let Some(instance) = &found.instance {
         retrieve_url = format!("{retrieve_url}/instances/{}", instance.sop_instance_uid);
-        put(&mut map, "00080016", "UI", text("UI", &instance.sop_class_uid));
-        put(&mut map, "00080018", "UI", text("UI", instance.sop_instance_uid.as_str()));
-        put(&mut map, "00200013", "IS", number("IS", instance.instance_number));
+        put(
+            &mut map,
+            "00080016",
+            "UI",
+            text("UI", &instance.sop_class_uid),
+        );
+        put(
+            &mut map,
+            "00080018",
+            "UI",
+            text("UI", instance.sop_instance_uid.as_str()),
+        );
+        put(
+            &mut map,
+            "00200013",
+            "IS",
+            number("IS", instance.instance_number),
+        );
         put(&mut map, "00280010", "US", number("US", instance.rows));
         put(&mut map, "00280011", "US", number("US", instance.columns));
-        put(&mut map, "00280100", "US", number("US", instance.bits_allocated));
-        put(&mut map, "00280008", "IS", number("IS", instance.number_of_frames));
+        put(
+            &mut map,
+            "00280100",
+            "US",
+            number("US", instance.bits_allocated),
+        );
+        put(
+            &mut map,
+            "00280008",
+            "IS",
+            number("IS", instance.number_of_frames),
+        );
     }
-    map.insert("00081190".to_owned(), json!({"vr": "UR", "Value": [retrieve_url]}));
+    map.insert(
+        "00081190".to_owned(),
+        json!({"vr": "UR", "Value": [retrieve_url]}),
+    );
     // serde_json's map is ordered by key, so attributes come out in tag order.
     Json::Object(map)
 }

@@ -26,8 +26,20 @@ struct KeySpec {
     level: QueryLevel,
 }
 
-const fn spec(tags: &'static [u32], keyword: &'static str, key: MatchKey, kind: ValueKind, level: QueryLevel) -> KeySpec {
-    KeySpec { tags, keyword, key, kind, level }
+const fn spec(
+    tags: &'static [u32],
+    keyword: &'static str,
+    key: MatchKey,
+    kind: ValueKind,
+    level: QueryLevel,
+) -> KeySpec {
+    KeySpec {
+        tags,
+        keyword,
+        key,
+        kind,
+        level,
+    }
 }
 
 use QueryLevel::{Instance, Series, Study};
@@ -35,25 +47,127 @@ use ValueKind::{Date, Integer, PersonName, Text, Time, Uid};
 
 /// Every key QIDO-RS matches on (PS3.18 Table 10.6.1-5 plus common optional keys).
 const KEYS: &[KeySpec] = &[
-    spec(&[0x0010_0020], "PatientID", MatchKey::PatientId, Text, Study),
-    spec(&[0x0010_0021], "IssuerOfPatientID", MatchKey::IssuerOfPatientId, Text, Study),
-    spec(&[0x0010_0010], "PatientName", MatchKey::PatientName, PersonName, Study),
-    spec(&[0x0010_0030], "PatientBirthDate", MatchKey::PatientBirthDate, Date, Study),
-    spec(&[0x0010_0040], "PatientSex", MatchKey::PatientSex, Text, Study),
-    spec(&[0x0020_000D], "StudyInstanceUID", MatchKey::StudyInstanceUid, Uid, Study),
-    spec(&[0x0008_0020], "StudyDate", MatchKey::StudyDate, Date, Study),
-    spec(&[0x0008_0030], "StudyTime", MatchKey::StudyTime, Time, Study),
-    spec(&[0x0008_0050], "AccessionNumber", MatchKey::AccessionNumber, Text, Study),
-    spec(&[0x0008_0090], "ReferringPhysicianName", MatchKey::ReferringPhysicianName, PersonName, Study),
+    spec(
+        &[0x0010_0020],
+        "PatientID",
+        MatchKey::PatientId,
+        Text,
+        Study,
+    ),
+    spec(
+        &[0x0010_0021],
+        "IssuerOfPatientID",
+        MatchKey::IssuerOfPatientId,
+        Text,
+        Study,
+    ),
+    spec(
+        &[0x0010_0010],
+        "PatientName",
+        MatchKey::PatientName,
+        PersonName,
+        Study,
+    ),
+    spec(
+        &[0x0010_0030],
+        "PatientBirthDate",
+        MatchKey::PatientBirthDate,
+        Date,
+        Study,
+    ),
+    spec(
+        &[0x0010_0040],
+        "PatientSex",
+        MatchKey::PatientSex,
+        Text,
+        Study,
+    ),
+    spec(
+        &[0x0020_000D],
+        "StudyInstanceUID",
+        MatchKey::StudyInstanceUid,
+        Uid,
+        Study,
+    ),
+    spec(
+        &[0x0008_0020],
+        "StudyDate",
+        MatchKey::StudyDate,
+        Date,
+        Study,
+    ),
+    spec(
+        &[0x0008_0030],
+        "StudyTime",
+        MatchKey::StudyTime,
+        Time,
+        Study,
+    ),
+    spec(
+        &[0x0008_0050],
+        "AccessionNumber",
+        MatchKey::AccessionNumber,
+        Text,
+        Study,
+    ),
+    spec(
+        &[0x0008_0090],
+        "ReferringPhysicianName",
+        MatchKey::ReferringPhysicianName,
+        PersonName,
+        Study,
+    ),
     spec(&[0x0020_0010], "StudyID", MatchKey::StudyId, Text, Study),
-    spec(&[0x0008_1030], "StudyDescription", MatchKey::StudyDescription, Text, Study),
-    spec(&[0x0008_0061], "ModalitiesInStudy", MatchKey::ModalitiesInStudy, Text, Study),
-    spec(&[0x0020_000E], "SeriesInstanceUID", MatchKey::SeriesInstanceUid, Uid, Series),
+    spec(
+        &[0x0008_1030],
+        "StudyDescription",
+        MatchKey::StudyDescription,
+        Text,
+        Study,
+    ),
+    spec(
+        &[0x0008_0061],
+        "ModalitiesInStudy",
+        MatchKey::ModalitiesInStudy,
+        Text,
+        Study,
+    ),
+    spec(
+        &[0x0020_000E],
+        "SeriesInstanceUID",
+        MatchKey::SeriesInstanceUid,
+        Uid,
+        Series,
+    ),
     spec(&[0x0008_0060], "Modality", MatchKey::Modality, Text, Series),
-    spec(&[0x0020_0011], "SeriesNumber", MatchKey::SeriesNumber, Integer, Series),
-    spec(&[0x0008_103E], "SeriesDescription", MatchKey::SeriesDescription, Text, Series),
-    spec(&[0x0040_0244], "PerformedProcedureStepStartDate", MatchKey::PerformedProcedureStepStartDate, Date, Series),
-    spec(&[0x0040_0245], "PerformedProcedureStepStartTime", MatchKey::PerformedProcedureStepStartTime, Time, Series),
+    spec(
+        &[0x0020_0011],
+        "SeriesNumber",
+        MatchKey::SeriesNumber,
+        Integer,
+        Series,
+    ),
+    spec(
+        &[0x0008_103E],
+        "SeriesDescription",
+        MatchKey::SeriesDescription,
+        Text,
+        Series,
+    ),
+    spec(
+        &[0x0040_0244],
+        "PerformedProcedureStepStartDate",
+        MatchKey::PerformedProcedureStepStartDate,
+        Date,
+        Series,
+    ),
+    spec(
+        &[0x0040_0245],
+        "PerformedProcedureStepStartTime",
+        MatchKey::PerformedProcedureStepStartTime,
+        Time,
+        Series,
+    ),
     spec(
         &[0x0040_0275, 0x0040_0009],
         "RequestAttributeSequence.ScheduledProcedureStepID",
@@ -68,9 +182,27 @@ const KEYS: &[KeySpec] = &[
         Text,
         Series,
     ),
-    spec(&[0x0008_0018], "SOPInstanceUID", MatchKey::SopInstanceUid, Uid, Instance),
-    spec(&[0x0008_0016], "SOPClassUID", MatchKey::SopClassUid, Uid, Instance),
-    spec(&[0x0020_0013], "InstanceNumber", MatchKey::InstanceNumber, Integer, Instance),
+    spec(
+        &[0x0008_0018],
+        "SOPInstanceUID",
+        MatchKey::SopInstanceUid,
+        Uid,
+        Instance,
+    ),
+    spec(
+        &[0x0008_0016],
+        "SOPClassUID",
+        MatchKey::SopClassUid,
+        Uid,
+        Instance,
+    ),
+    spec(
+        &[0x0020_0013],
+        "InstanceNumber",
+        MatchKey::InstanceNumber,
+        Integer,
+        Instance,
+    ),
 ];
 
 /// What a QIDO-RS request asks for, beyond the catalog query.
@@ -189,7 +321,10 @@ fn find_key(name: &str) -> Option<Option<&'static KeySpec>> {
     }
     let path: Option<Vec<u32>> = name
         .split('.')
-        .map(|part| strata_dicom::lookup_tag(part).map(|(group, element)| (u32::from(group) << 16) | u32::from(element)))
+        .map(|part| {
+            strata_dicom::lookup_tag(part)
+                .map(|(group, element)| (u32::from(group) << 16) | u32::from(element))
+        })
         .collect();
     let path = path?;
     Some(KEYS.iter().find(|spec| spec.tags == path.as_slice()))
@@ -207,7 +342,8 @@ fn parse_matcher(name: &str, value: &str, kind: ValueKind) -> Result<Option<Matc
         // Universal matching.
         return Ok(None);
     }
-    let bad = |reason: &str| Problem::bad_request(format!("parameter `{name}`: `{value}` {reason}"));
+    let bad =
+        |reason: &str| Problem::bad_request(format!("parameter `{name}`: `{value}` {reason}"));
     match kind {
         ValueKind::Uid => {
             let uids: Vec<String> = value
@@ -217,20 +353,40 @@ fn parse_matcher(name: &str, value: &str, kind: ValueKind) -> Result<Option<Matc
                 .map(str::to_owned)
                 .collect();
             for uid in &uids {
-                validate_uid(uid).map_err(|error| bad(&format!("holds an invalid UID: {error}")))?;
+                validate_uid(uid)
+                    .map_err(|error| bad(&format!("holds an invalid UID: {error}")))?;
             }
-            Ok(Some(if uids.len() == 1 { Matcher::Single(uids[0].clone()) } else { Matcher::List(uids) }))
+            Ok(Some(if uids.len() == 1 {
+                Matcher::Single(uids[0].clone())
+            } else {
+                Matcher::List(uids)
+            }))
         }
         ValueKind::Date | ValueKind::Time => {
             let valid = |part: &str| match kind {
-                ValueKind::Date => part.len() == 8 && part.bytes().all(|byte| byte.is_ascii_digit()),
-                _ => !part.is_empty() && part.len() <= 16 && part.bytes().all(|byte| byte.is_ascii_digit() || byte == b'.' || byte == b':'),
+                ValueKind::Date => {
+                    part.len() == 8 && part.bytes().all(|byte| byte.is_ascii_digit())
+                }
+                _ => {
+                    !part.is_empty()
+                        && part.len() <= 16
+                        && part
+                            .bytes()
+                            .all(|byte| byte.is_ascii_digit() || byte == b'.' || byte == b':')
+                }
             };
             let normalize = |part: &str| part.replace(':', "");
-            let what = if kind == ValueKind::Date { "is not a date (YYYYMMDD) or date range" } else { "is not a time (HHMMSS) or time range" };
+            let what = if kind == ValueKind::Date {
+                "is not a date (YYYYMMDD) or date range"
+            } else {
+                "is not a time (HHMMSS) or time range"
+            };
             if let Some((from, to)) = value.split_once('-') {
                 let (from, to) = (from.trim(), to.trim());
-                if (from.is_empty() && to.is_empty()) || (!from.is_empty() && !valid(from)) || (!to.is_empty() && !valid(to)) {
+                if (from.is_empty() && to.is_empty())
+                    || (!from.is_empty() && !valid(from))
+                    || (!to.is_empty() && !valid(to))
+                {
                     return Err(bad(what));
                 }
                 if !from.is_empty() && !to.is_empty() && kind == ValueKind::Date && from > to {
@@ -247,17 +403,28 @@ fn parse_matcher(name: &str, value: &str, kind: ValueKind) -> Result<Option<Matc
             }
         }
         ValueKind::Integer => {
-            let values: Vec<String> = value.split([',', '\\']).map(|part| part.trim().to_owned()).collect();
+            let values: Vec<String> = value
+                .split([',', '\\'])
+                .map(|part| part.trim().to_owned())
+                .collect();
             for number in &values {
-                number.parse::<i64>().map_err(|_| bad("is not an integer"))?;
+                number
+                    .parse::<i64>()
+                    .map_err(|_| bad("is not an integer"))?;
             }
-            Ok(Some(if values.len() == 1 { Matcher::Single(values[0].clone()) } else { Matcher::List(values) }))
+            Ok(Some(if values.len() == 1 {
+                Matcher::Single(values[0].clone())
+            } else {
+                Matcher::List(values)
+            }))
         }
         ValueKind::Text | ValueKind::PersonName => {
             if value.contains(['*', '?']) {
                 Ok(Some(Matcher::Wildcard(value.to_owned())))
             } else if value.contains('\\') && kind == ValueKind::Text {
-                Ok(Some(Matcher::List(value.split('\\').map(str::to_owned).collect())))
+                Ok(Some(Matcher::List(
+                    value.split('\\').map(str::to_owned).collect(),
+                )))
             } else {
                 Ok(Some(Matcher::Single(value.to_owned())))
             }
@@ -276,27 +443,68 @@ mod tests {
     #[test]
     fn test_percent_encoded_values_are_decoded() {
         let (query, _) = parse("PatientName=DOE%5EJ%2A&AccessionNumber=A%20B", Study).unwrap();
-        assert_eq!(query.filters[0], (MatchKey::PatientName, Matcher::Wildcard("DOE^J*".to_owned())));
-        assert_eq!(query.filters[1], (MatchKey::AccessionNumber, Matcher::Single("A B".to_owned())));
+        assert_eq!(
+            query.filters[0],
+            (
+                MatchKey::PatientName,
+                Matcher::Wildcard("DOE^J*".to_owned())
+            )
+        );
+        assert_eq!(
+            query.filters[1],
+            (MatchKey::AccessionNumber, Matcher::Single("A B".to_owned()))
+        );
     }
 
     #[test]
     fn test_keys_by_tag_and_keyword_and_sequence_path() {
-        let (query, _) = parse("00100020=123&RequestAttributeSequence.ScheduledProcedureStepID=SPS1", Series).unwrap();
-        assert_eq!(query.filters[0], (MatchKey::PatientId, Matcher::Single("123".to_owned())));
-        assert_eq!(query.filters[1], (MatchKey::ScheduledProcedureStepId, Matcher::Single("SPS1".to_owned())));
+        let (query, _) = parse(
+            "00100020=123&RequestAttributeSequence.ScheduledProcedureStepID=SPS1",
+            Series,
+        )
+        .unwrap();
+        assert_eq!(
+            query.filters[0],
+            (MatchKey::PatientId, Matcher::Single("123".to_owned()))
+        );
+        assert_eq!(
+            query.filters[1],
+            (
+                MatchKey::ScheduledProcedureStepId,
+                Matcher::Single("SPS1".to_owned())
+            )
+        );
         let (query, _) = parse("00400275.00401001=RP", Series).unwrap();
-        assert_eq!(query.filters[0], (MatchKey::RequestedProcedureId, Matcher::Single("RP".to_owned())));
+        assert_eq!(
+            query.filters[0],
+            (
+                MatchKey::RequestedProcedureId,
+                Matcher::Single("RP".to_owned())
+            )
+        );
     }
 
     #[test]
     fn test_ranges_lists_and_universal_matching() {
-        let (query, _) = parse("StudyDate=20200101-&StudyInstanceUID=1.2,1.3&PatientID=*&Modality=", Series).unwrap();
+        let (query, _) = parse(
+            "StudyDate=20200101-&StudyInstanceUID=1.2,1.3&PatientID=*&Modality=",
+            Series,
+        )
+        .unwrap();
         assert_eq!(
             query.filters,
             vec![
-                (MatchKey::StudyDate, Matcher::Range { from: Some("20200101".to_owned()), to: None }),
-                (MatchKey::StudyInstanceUid, Matcher::List(vec!["1.2".to_owned(), "1.3".to_owned()])),
+                (
+                    MatchKey::StudyDate,
+                    Matcher::Range {
+                        from: Some("20200101".to_owned()),
+                        to: None
+                    }
+                ),
+                (
+                    MatchKey::StudyInstanceUid,
+                    Matcher::List(vec!["1.2".to_owned(), "1.3".to_owned()])
+                ),
             ]
         );
     }
@@ -316,7 +524,11 @@ mod tests {
         ] {
             let problem = parse(query, Instance).unwrap_err();
             assert_eq!(problem.status, http::StatusCode::BAD_REQUEST, "{query}");
-            assert!(problem.detail.contains(parameter), "{query}: {}", problem.detail);
+            assert!(
+                problem.detail.contains(parameter),
+                "{query}: {}",
+                problem.detail
+            );
         }
     }
 
@@ -329,10 +541,17 @@ mod tests {
 
     #[test]
     fn test_limit_is_capped_and_includefield_collected() {
-        let (query, request) = parse("limit=5000&includefield=00081030,StudyDescription&includefield=all", Study).unwrap();
+        let (query, request) = parse(
+            "limit=5000&includefield=00081030,StudyDescription&includefield=all",
+            Study,
+        )
+        .unwrap();
         assert_eq!(query.limit, Some(1000));
         assert!(request.include_all);
-        assert_eq!(request.include_tags, vec!["00081030".to_owned(), "00081030".to_owned()]);
+        assert_eq!(
+            request.include_tags,
+            vec!["00081030".to_owned(), "00081030".to_owned()]
+        );
         assert!(query.with_metadata);
     }
 }

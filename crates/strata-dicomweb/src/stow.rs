@@ -15,7 +15,10 @@ use crate::media::MediaType;
 use crate::{DicomwebState, Problem, base_url};
 
 /// `POST /studies`.
-pub(crate) async fn store_instances(State(state): State<DicomwebState>, request: Request) -> Response {
+pub(crate) async fn store_instances(
+    State(state): State<DicomwebState>,
+    request: Request,
+) -> Response {
     store(state, None, request).await
 }
 
@@ -27,7 +30,10 @@ pub(crate) async fn store_instances_in_study(
 ) -> Response {
     let study_uid = match StudyUid::parse(&study) {
         Ok(uid) => uid,
-        Err(error) => return Problem::bad_request(format!("study UID `{study}` is invalid: {error}")).into_response(),
+        Err(error) => {
+            return Problem::bad_request(format!("study UID `{study}` is invalid: {error}"))
+                .into_response();
+        }
     };
     store(state, Some(study_uid), request).await
 }
@@ -56,16 +62,19 @@ async fn store(state: DicomwebState, study_uid: Option<StudyUid>, request: Reque
         ))
         .into_response();
     }
-    if let Some(root_type) = content_type.param("type") {
-        if !root_type.eq_ignore_ascii_case("application/dicom") {
-            return Problem::unsupported_media_type(format!(
+    if let Some(root_type) = content_type.param("type")
+        && !root_type.eq_ignore_ascii_case("application/dicom")
+    {
+        return Problem::unsupported_media_type(format!(
                 "multipart/related type `{root_type}` is not supported: only application/dicom parts are"
             ))
             .into_response();
-        }
     }
     let Some(boundary) = content_type.param("boundary").map(str::to_owned) else {
-        return Problem::bad_request("the multipart/related Content-Type has no boundary parameter").into_response();
+        return Problem::bad_request(
+            "the multipart/related Content-Type has no boundary parameter",
+        )
+        .into_response();
     };
 
     let source = Arc::new(IngestSource {
@@ -83,18 +92,26 @@ async fn store(state: DicomwebState, study_uid: Option<StudyUid>, request: Reque
             Ok(Some(field)) => field,
             Ok(None) => break,
             Err(error) => {
-                body_error = Some(format!("the multipart body is malformed or truncated: {error}"));
+                body_error = Some(format!(
+                    "the multipart body is malformed or truncated: {error}"
+                ));
                 break;
             }
         };
-        let part_type = field.content_type().map(|mime| mime.essence_str().to_ascii_lowercase());
+        let part_type = field
+            .content_type()
+            .map(|mime| mime.essence_str().to_ascii_lowercase());
         if let Some(part_type) = part_type.filter(|part_type| part_type != "application/dicom") {
-            tasks.push(tokio::spawn(futures::future::ready(IngestOutcome::Refused {
-                sop_class_uid: None,
-                sop_instance_uid: None,
-                reason: FailureReason::CannotUnderstand,
-                message: format!("a part has Content-Type `{part_type}`; only application/dicom is accepted"),
-            })));
+            tasks.push(tokio::spawn(futures::future::ready(
+                IngestOutcome::Refused {
+                    sop_class_uid: None,
+                    sop_instance_uid: None,
+                    reason: FailureReason::CannotUnderstand,
+                    message: format!(
+                        "a part has Content-Type `{part_type}`; only application/dicom is accepted"
+                    ),
+                },
+            )));
             continue;
         }
         // Spooling reads the part from the request as it arrives (never buffering it whole);
@@ -104,35 +121,47 @@ async fn store(state: DicomwebState, study_uid: Option<StudyUid>, request: Reque
             Ok(spooled) => spooled,
             Err(IngestError::TooLarge { limit }) => {
                 body_error = Some(format!("a part is larger than the limit of {limit} bytes"));
-                tasks.push(tokio::spawn(futures::future::ready(IngestOutcome::Refused {
-                    sop_class_uid: None,
-                    sop_instance_uid: None,
-                    reason: FailureReason::OutOfResources,
-                    message: format!("the part is larger than the limit of {limit} bytes"),
-                })));
+                tasks.push(tokio::spawn(futures::future::ready(
+                    IngestOutcome::Refused {
+                        sop_class_uid: None,
+                        sop_instance_uid: None,
+                        reason: FailureReason::OutOfResources,
+                        message: format!("the part is larger than the limit of {limit} bytes"),
+                    },
+                )));
                 break;
             }
             Err(IngestError::Body(message)) => {
-                body_error = Some(format!("the multipart body is malformed or truncated: {message}"));
+                body_error = Some(format!(
+                    "the multipart body is malformed or truncated: {message}"
+                ));
                 break;
             }
             Err(error) => {
                 warn!(%error, "spooling failed");
-                tasks.push(tokio::spawn(futures::future::ready(IngestOutcome::Refused {
-                    sop_class_uid: None,
-                    sop_instance_uid: None,
-                    reason: FailureReason::OutOfResources,
-                    message: "the archive could not spool the part".to_owned(),
-                })));
+                tasks.push(tokio::spawn(futures::future::ready(
+                    IngestOutcome::Refused {
+                        sop_class_uid: None,
+                        sop_instance_uid: None,
+                        reason: FailureReason::OutOfResources,
+                        message: "the archive could not spool the part".to_owned(),
+                    },
+                )));
                 continue;
             }
         };
-        let permit = permits.clone().acquire_owned().await.expect("the semaphore is never closed");
+        let permit = permits
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
         let pipeline = state.pipeline.clone();
         let source = source.clone();
         let study_uid = study_uid.clone();
         tasks.push(tokio::spawn(async move {
-            let outcome = pipeline.ingest(spooled, &source, study_uid.as_ref().as_ref()).await;
+            let outcome = pipeline
+                .ingest(spooled, &source, study_uid.as_ref().as_ref())
+                .await;
             drop(permit);
             outcome
         }));
@@ -151,7 +180,8 @@ async fn store(state: DicomwebState, study_uid: Option<StudyUid>, request: Reque
         }));
     }
     if outcomes.is_empty() {
-        let detail = body_error.unwrap_or_else(|| "the request holds no application/dicom part".to_owned());
+        let detail =
+            body_error.unwrap_or_else(|| "the request holds no application/dicom part".to_owned());
         return Problem::bad_request(detail).into_response();
     }
     if let Some(message) = &body_error {
@@ -170,13 +200,22 @@ async fn store(state: DicomwebState, study_uid: Option<StudyUid>, request: Reque
         status = status.as_u16(),
         "stow-rs request answered"
     );
-    (status, [(http::header::CONTENT_TYPE, "application/dicom+json")], response.to_string()).into_response()
+    (
+        status,
+        [(http::header::CONTENT_TYPE, "application/dicom+json")],
+        response.to_string(),
+    )
+        .into_response()
 }
 
 /// Builds the Store Instances Response Module (PS3.18 §10.5.3) and its HTTP status: 200 when
 /// everything was stored without warnings, 202 when some failed or carry warnings, 409 when
 /// none was stored.
-fn store_response(outcomes: &[IngestOutcome], base: &str, study_uid: Option<&StudyUid>) -> (StatusCode, Json) {
+fn store_response(
+    outcomes: &[IngestOutcome],
+    base: &str,
+    study_uid: Option<&StudyUid>,
+) -> (StatusCode, Json) {
     let mut referenced = Vec::new();
     let mut failed = Vec::new();
     let mut any_warning = false;
@@ -186,8 +225,14 @@ fn store_response(outcomes: &[IngestOutcome], base: &str, study_uid: Option<&Stu
             IngestOutcome::Stored(instance) => {
                 studies.insert(instance.study_instance_uid.clone());
                 let mut item = serde_json::Map::new();
-                item.insert("00081150".into(), json!({"vr": "UI", "Value": [instance.sop_class_uid]}));
-                item.insert("00081155".into(), json!({"vr": "UI", "Value": [instance.sop_instance_uid]}));
+                item.insert(
+                    "00081150".into(),
+                    json!({"vr": "UI", "Value": [instance.sop_class_uid]}),
+                );
+                item.insert(
+                    "00081155".into(),
+                    json!({"vr": "UI", "Value": [instance.sop_instance_uid]}),
+                );
                 item.insert(
                     "00081190".into(),
                     json!({"vr": "UR", "Value": [format!(
@@ -197,12 +242,23 @@ fn store_response(outcomes: &[IngestOutcome], base: &str, study_uid: Option<&Stu
                 );
                 if let Some((reason, message)) = &instance.warning {
                     any_warning = true;
-                    item.insert("00081196".into(), json!({"vr": "US", "Value": [reason.code()]}));
-                    item.insert("00000902".into(), json!({"vr": "LO", "Value": [truncate(message)]}));
+                    item.insert(
+                        "00081196".into(),
+                        json!({"vr": "US", "Value": [reason.code()]}),
+                    );
+                    item.insert(
+                        "00000902".into(),
+                        json!({"vr": "LO", "Value": [truncate(message)]}),
+                    );
                 }
                 referenced.push(Json::Object(item));
             }
-            IngestOutcome::Refused { sop_class_uid, sop_instance_uid, reason, message } => {
+            IngestOutcome::Refused {
+                sop_class_uid,
+                sop_instance_uid,
+                reason,
+                message,
+            } => {
                 let mut item = serde_json::Map::new();
                 if let Some(uid) = sop_class_uid {
                     item.insert("00081150".into(), json!({"vr": "UI", "Value": [uid]}));
@@ -210,18 +266,29 @@ fn store_response(outcomes: &[IngestOutcome], base: &str, study_uid: Option<&Stu
                 if let Some(uid) = sop_instance_uid {
                     item.insert("00081155".into(), json!({"vr": "UI", "Value": [uid]}));
                 }
-                item.insert("00081197".into(), json!({"vr": "US", "Value": [reason.code()]}));
-                item.insert("00000902".into(), json!({"vr": "LO", "Value": [truncate(message)]}));
+                item.insert(
+                    "00081197".into(),
+                    json!({"vr": "US", "Value": [reason.code()]}),
+                );
+                item.insert(
+                    "00000902".into(),
+                    json!({"vr": "LO", "Value": [truncate(message)]}),
+                );
                 failed.push(Json::Object(item));
             }
         }
     }
     let mut response = serde_json::Map::new();
-    let retrieve_study = study_uid
-        .map(|uid| uid.to_string())
-        .or_else(|| (studies.len() == 1).then(|| studies.iter().next().cloned()).flatten());
+    let retrieve_study = study_uid.map(|uid| uid.to_string()).or_else(|| {
+        (studies.len() == 1)
+            .then(|| studies.iter().next().cloned())
+            .flatten()
+    });
     if let Some(study) = retrieve_study.filter(|_| !referenced.is_empty()) {
-        response.insert("00081190".into(), json!({"vr": "UR", "Value": [format!("{base}/studies/{study}")]}));
+        response.insert(
+            "00081190".into(),
+            json!({"vr": "UR", "Value": [format!("{base}/studies/{study}")]}),
+        );
     }
     if !failed.is_empty() {
         response.insert("00081198".into(), json!({"vr": "SQ", "Value": failed}));

@@ -31,21 +31,30 @@ impl Target {
                 .map(|value| SeriesUid::parse(value).map_err(|error| bad("series", value, error)))
                 .transpose()?,
             instance: instance
-                .map(|value| SopInstanceUid::parse(value).map_err(|error| bad("instance", value, error)))
+                .map(|value| {
+                    SopInstanceUid::parse(value).map_err(|error| bad("instance", value, error))
+                })
                 .transpose()?,
         })
     }
 
     fn describe(&self) -> String {
         match (&self.series, &self.instance) {
-            (Some(series), Some(instance)) => format!("instance {instance} of series {series} of study {}", self.study),
+            (Some(series), Some(instance)) => format!(
+                "instance {instance} of series {series} of study {}",
+                self.study
+            ),
             (Some(series), None) => format!("series {series} of study {}", self.study),
             _ => format!("study {}", self.study),
         }
     }
 }
 
-pub(crate) async fn retrieve_study(State(state): State<DicomwebState>, Path(study): Path<String>, headers: HeaderMap) -> Response {
+pub(crate) async fn retrieve_study(
+    State(state): State<DicomwebState>,
+    Path(study): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     retrieve(state, Target::parse(&study, None, None), headers).await
 }
 
@@ -62,10 +71,19 @@ pub(crate) async fn retrieve_instance(
     Path((study, series, instance)): Path<(String, String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    retrieve(state, Target::parse(&study, Some(&series), Some(&instance)), headers).await
+    retrieve(
+        state,
+        Target::parse(&study, Some(&series), Some(&instance)),
+        headers,
+    )
+    .await
 }
 
-pub(crate) async fn study_metadata(State(state): State<DicomwebState>, Path(study): Path<String>, headers: HeaderMap) -> Response {
+pub(crate) async fn study_metadata(
+    State(state): State<DicomwebState>,
+    Path(study): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     metadata(state, Target::parse(&study, None, None), headers).await
 }
 
@@ -82,14 +100,22 @@ pub(crate) async fn instance_metadata(
     Path((study, series, instance)): Path<(String, String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    metadata(state, Target::parse(&study, Some(&series), Some(&instance)), headers).await
+    metadata(
+        state,
+        Target::parse(&study, Some(&series), Some(&instance)),
+        headers,
+    )
+    .await
 }
 
 /// Checks the Accept header of an instance retrieval. Returns the requested transfer syntax
 /// (`None`: as stored). Objects are served as stored; transcoding is not offered, so a request
 /// for another explicit transfer syntax is answered 406.
 fn accepted_transfer_syntax(headers: &HeaderMap) -> Result<Option<String>, Problem> {
-    let Some(accept) = headers.get(http::header::ACCEPT).and_then(|value| value.to_str().ok()) else {
+    let Some(accept) = headers
+        .get(http::header::ACCEPT)
+        .and_then(|value| value.to_str().ok())
+    else {
         return Ok(None);
     };
     let ranges = MediaType::parse_accept(accept);
@@ -97,7 +123,10 @@ fn accepted_transfer_syntax(headers: &HeaderMap) -> Result<Option<String>, Probl
         return Ok(None);
     }
     for range in &ranges {
-        let acceptable_essence = matches!(range.essence.as_str(), "*/*" | "multipart/*" | "multipart/related");
+        let acceptable_essence = matches!(
+            range.essence.as_str(),
+            "*/*" | "multipart/*" | "multipart/related"
+        );
         if !acceptable_essence {
             continue;
         }
@@ -105,41 +134,57 @@ fn accepted_transfer_syntax(headers: &HeaderMap) -> Result<Option<String>, Probl
         if !matches!(part_type, "application/dicom" | "*/*" | "application/*") {
             continue;
         }
-        return Ok(range.param("transfer-syntax").filter(|ts| *ts != "*").map(str::to_owned));
+        return Ok(range
+            .param("transfer-syntax")
+            .filter(|ts| *ts != "*")
+            .map(str::to_owned));
     }
     Err(Problem::not_acceptable(format!(
         "none of the media types in Accept `{accept}` can be served: use multipart/related; type=\"application/dicom\""
     )))
 }
 
-async fn retrieve(state: DicomwebState, target: Result<Target, Problem>, headers: HeaderMap) -> Response {
+async fn retrieve(
+    state: DicomwebState,
+    target: Result<Target, Problem>,
+    headers: HeaderMap,
+) -> Response {
     let result = async {
         let target = target?;
         let requested_ts = accepted_transfer_syntax(&headers)?;
         let locations = locations(&state, &target).await?;
-        if let Some(requested) = &requested_ts {
-            if let Some(other) = locations.iter().find(|location| &location.transfer_syntax_uid != requested) {
+        if let Some(requested) = &requested_ts
+            && let Some(other) = locations.iter().find(|location| &location.transfer_syntax_uid != requested) {
                 return Err(Problem::not_acceptable(format!(
                     "instance {} is stored in transfer syntax {} and transcoding to {requested} is not offered; \
                      ask for transfer-syntax=*",
                     other.sop_instance_uid, other.transfer_syntax_uid
                 )));
             }
-        }
         Ok(multipart_response(&state, locations))
     }
     .await;
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
-async fn locations(state: &DicomwebState, target: &Target) -> Result<Vec<InstanceLocation>, Problem> {
+async fn locations(
+    state: &DicomwebState,
+    target: &Target,
+) -> Result<Vec<InstanceLocation>, Problem> {
     let locations = state
         .catalog
-        .instance_locations(&target.study, target.series.as_ref(), target.instance.as_ref())
+        .instance_locations(
+            &target.study,
+            target.series.as_ref(),
+            target.instance.as_ref(),
+        )
         .await
         .map_err(|error| Problem::unavailable(&error))?;
     if locations.is_empty() {
-        return Err(Problem::not_found(format!("{} is not in the archive", target.describe())));
+        return Err(Problem::not_found(format!(
+            "{} is not in the archive",
+            target.describe()
+        )));
     }
     Ok(locations)
 }
@@ -182,7 +227,11 @@ fn multipart_response(state: &DicomwebState, locations: Vec<InstanceLocation>) -
         .into_response()
 }
 
-async fn metadata(state: DicomwebState, target: Result<Target, Problem>, headers: HeaderMap) -> Response {
+async fn metadata(
+    state: DicomwebState,
+    target: Result<Target, Problem>,
+    headers: HeaderMap,
+) -> Response {
     let result = async {
         let target = target?;
         if let Some(accept) = headers.get(http::header::ACCEPT).and_then(|value| value.to_str().ok()) {

@@ -93,7 +93,9 @@ pub enum IngestError {
 
 pub(crate) fn refusal_for(error: &DicomError) -> FailureReason {
     match error.kind {
-        DicomErrorKind::Malformed | DicomErrorKind::UnsupportedTransferSyntax => FailureReason::CannotUnderstand,
+        DicomErrorKind::Malformed | DicomErrorKind::UnsupportedTransferSyntax => {
+            FailureReason::CannotUnderstand
+        }
         DicomErrorKind::MissingIdentifier if error.reason.contains("not a patient object") => {
             FailureReason::SopClassNotSupported
         }

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 use strata_catalog::{
-    Catalog, IngestSource, InstanceAttributes, InstanceRecord, PatientAttributes, RequestAttributes,
-    SeriesAttributes, StoreOutcome, StoredObject, StudyAttributes,
+    Catalog, IngestSource, InstanceAttributes, InstanceRecord, PatientAttributes,
+    RequestAttributes, SeriesAttributes, StoreOutcome, StoredObject, StudyAttributes,
 };
 use strata_dicom::{InspectLimits, InspectedInstance, inspect_file, write_part10_header};
 use strata_storage::BlobStore;
@@ -15,7 +15,9 @@ use tracing::{info, warn};
 
 use crate::outcome::refusal_for;
 use crate::spool::new_spool_path;
-use crate::{FailureReason, IngestError, IngestOutcome, SpooledObject, StoredInstance, WarningReason};
+use crate::{
+    FailureReason, IngestError, IngestOutcome, SpooledObject, StoredInstance, WarningReason,
+};
 
 /// Settings of the pipeline.
 #[derive(Debug, Clone)]
@@ -36,8 +38,16 @@ pub struct IngestPipeline {
 
 impl IngestPipeline {
     /// Creates a pipeline writing to `store` and `catalog`.
-    pub fn new(catalog: Arc<dyn Catalog>, store: Arc<dyn BlobStore>, settings: IngestSettings) -> Self {
-        Self { catalog, store, settings: Arc::new(settings) }
+    pub fn new(
+        catalog: Arc<dyn Catalog>,
+        store: Arc<dyn BlobStore>,
+        settings: IngestSettings,
+    ) -> Self {
+        Self {
+            catalog,
+            store,
+            settings: Arc::new(settings),
+        }
     }
 
     /// Returns the settings.
@@ -51,7 +61,12 @@ impl IngestPipeline {
         S: futures::Stream<Item = Result<bytes::Bytes, E>>,
         E: std::fmt::Display,
     {
-        SpooledObject::from_stream(&self.settings.spool_dir, body, self.settings.max_object_bytes).await
+        SpooledObject::from_stream(
+            &self.settings.spool_dir,
+            body,
+            self.settings.max_object_bytes,
+        )
+        .await
     }
 
     /// Ingests one spooled object and reports what happened. Never panics on bad data; an
@@ -69,7 +84,8 @@ impl IngestPipeline {
             ..InspectLimits::default()
         };
         let path = spooled.path().to_owned();
-        let inspected = match tokio::task::spawn_blocking(move || inspect_file(&path, limits)).await {
+        let inspected = match tokio::task::spawn_blocking(move || inspect_file(&path, limits)).await
+        {
             Ok(Ok(inspected)) => inspected,
             Ok(Err(error)) => {
                 info!(protocol = %source.protocol, reason = %error.reason, "object refused");
@@ -95,16 +111,16 @@ impl IngestPipeline {
             message,
         };
 
-        if let Some(expected_study) = expected_study {
-            if expected_study != &attributes.study_instance_uid {
-                return refused(
-                    FailureReason::DataSetDoesNotMatchSopClass,
-                    format!(
-                        "Study Instance UID {} differs from the study {expected_study} of the request",
-                        attributes.study_instance_uid
-                    ),
-                );
-            }
+        if let Some(expected_study) = expected_study
+            && expected_study != &attributes.study_instance_uid
+        {
+            return refused(
+                FailureReason::DataSetDoesNotMatchSopClass,
+                format!(
+                    "Study Instance UID {} differs from the study {expected_study} of the request",
+                    attributes.study_instance_uid
+                ),
+            );
         }
 
         let spooled = if inspected.has_file_meta {
@@ -114,32 +130,51 @@ impl IngestPipeline {
                 Ok(with_header) => with_header,
                 Err(error) => {
                     warn!(%error, "failed to add a file meta header");
-                    return refused(FailureReason::ProcessingFailure, "internal error".to_owned());
+                    return refused(
+                        FailureReason::ProcessingFailure,
+                        "internal error".to_owned(),
+                    );
                 }
             }
         };
 
-        match self.catalog.instance_sha256(&attributes.sop_instance_uid).await {
+        match self
+            .catalog
+            .instance_sha256(&attributes.sop_instance_uid)
+            .await
+        {
             Ok(Some(existing)) if existing == spooled.sha256 => {
                 return IngestOutcome::Stored(self.stored(&inspected, false));
             }
             Ok(Some(_)) => {
                 return refused(
                     FailureReason::DuplicateSopInstance,
-                    format!("SOP Instance UID {sop_instance_uid} is already stored with different content"),
+                    format!(
+                        "SOP Instance UID {sop_instance_uid} is already stored with different content"
+                    ),
                 );
             }
             Ok(None) => {}
             Err(error) => {
                 warn!(%error, "catalog lookup failed");
-                return refused(FailureReason::ProcessingFailure, "the catalog is unavailable".to_owned());
+                return refused(
+                    FailureReason::ProcessingFailure,
+                    "the catalog is unavailable".to_owned(),
+                );
             }
         }
 
         let key = ObjectKey::for_content(&spooled.sha256);
-        if let Err(error) = self.store.put_file(&key, spooled.path(), &spooled.sha256).await {
+        if let Err(error) = self
+            .store
+            .put_file(&key, spooled.path(), &spooled.sha256)
+            .await
+        {
             warn!(%error, object_key = %key, "object store write failed");
-            return refused(FailureReason::OutOfResources, "the object store refused the write".to_owned());
+            return refused(
+                FailureReason::OutOfResources,
+                "the object store refused the write".to_owned(),
+            );
         }
         let record = instance_record(&inspected, &spooled, key.clone(), source);
         match self.catalog.store_instance(&record).await {
@@ -152,7 +187,9 @@ impl IngestPipeline {
                 );
                 IngestOutcome::Stored(self.stored(&inspected, true))
             }
-            Ok(StoreOutcome::AlreadyStored) => IngestOutcome::Stored(self.stored(&inspected, false)),
+            Ok(StoreOutcome::AlreadyStored) => {
+                IngestOutcome::Stored(self.stored(&inspected, false))
+            }
             Ok(StoreOutcome::Conflict { .. }) => {
                 // Lost a race against a different object with the same UID: ours is
                 // unreferenced, remove it (keys are content-addressed, so it is not the winner's).
@@ -161,14 +198,19 @@ impl IngestPipeline {
                 }
                 refused(
                     FailureReason::DuplicateSopInstance,
-                    format!("SOP Instance UID {sop_instance_uid} is already stored with different content"),
+                    format!(
+                        "SOP Instance UID {sop_instance_uid} is already stored with different content"
+                    ),
                 )
             }
             Err(error) => {
                 warn!(%error, "catalog commit failed");
                 // The object stays unreferenced: nothing refers to it, and a retry rewrites the
                 // same key. Removing it here could race an identical concurrent request.
-                refused(FailureReason::ProcessingFailure, "the catalog is unavailable".to_owned())
+                refused(
+                    FailureReason::ProcessingFailure,
+                    "the catalog is unavailable".to_owned(),
+                )
             }
         }
     }
@@ -207,27 +249,37 @@ impl IngestPipeline {
         let sop_class_uid = inspected.attributes.sop_class_uid.to_string();
         let sop_instance_uid = inspected.attributes.sop_instance_uid.to_string();
         let transfer_syntax_uid = inspected.transfer_syntax_uid.clone();
-        let (size_bytes, sha256) = tokio::task::spawn_blocking(move || -> std::io::Result<(u64, String)> {
-            use std::io::{Read, Write};
-            let mut hasher = HashingWriter { inner: std::io::BufWriter::new(std::fs::File::create(&target_path)?), hasher: Sha256::new(), written: 0 };
-            write_part10_header(&mut hasher, &sop_class_uid, &sop_instance_uid, &transfer_syntax_uid)
+        let (size_bytes, sha256) =
+            tokio::task::spawn_blocking(move || -> std::io::Result<(u64, String)> {
+                use std::io::{Read, Write};
+                let mut hasher = HashingWriter {
+                    inner: std::io::BufWriter::new(std::fs::File::create(&target_path)?),
+                    hasher: Sha256::new(),
+                    written: 0,
+                };
+                write_part10_header(
+                    &mut hasher,
+                    &sop_class_uid,
+                    &sop_instance_uid,
+                    &transfer_syntax_uid,
+                )
                 .map_err(|error| std::io::Error::other(error.reason))?;
-            let mut source = std::fs::File::open(&source_path)?;
-            let mut buffer = vec![0u8; 256 * 1024];
-            loop {
-                let read = source.read(&mut buffer)?;
-                if read == 0 {
-                    break;
+                let mut source = std::fs::File::open(&source_path)?;
+                let mut buffer = vec![0u8; 256 * 1024];
+                loop {
+                    let read = source.read(&mut buffer)?;
+                    if read == 0 {
+                        break;
+                    }
+                    hasher.write_all(&buffer[..read])?;
                 }
-                hasher.write_all(&buffer[..read])?;
-            }
-            hasher.inner.flush()?;
-            hasher.inner.get_ref().sync_all()?;
-            Ok((hasher.written, hex::encode(hasher.hasher.finalize())))
-        })
-        .await
-        .map_err(|error| IngestError::Spool(std::io::Error::other(error)))?
-        .map_err(IngestError::Spool)?;
+                hasher.inner.flush()?;
+                hasher.inner.get_ref().sync_all()?;
+                Ok((hasher.written, hex::encode(hasher.hasher.finalize())))
+            })
+            .await
+            .map_err(|error| IngestError::Spool(std::io::Error::other(error)))?
+            .map_err(IngestError::Spool)?;
         Ok(SpooledObject::from_parts(target, size_bytes, sha256))
     }
 }
@@ -291,8 +343,12 @@ fn instance_record(
             series_number: attributes.series_number,
             series_description: attributes.series_description.clone(),
             body_part_examined: attributes.body_part_examined.clone(),
-            performed_procedure_step_start_date: attributes.performed_procedure_step_start_date.clone(),
-            performed_procedure_step_start_time: attributes.performed_procedure_step_start_time.clone(),
+            performed_procedure_step_start_date: attributes
+                .performed_procedure_step_start_date
+                .clone(),
+            performed_procedure_step_start_time: attributes
+                .performed_procedure_step_start_time
+                .clone(),
             request_attributes: attributes
                 .request_attributes
                 .iter()
@@ -313,7 +369,11 @@ fn instance_record(
             transfer_syntax_uid: attributes.transfer_syntax_uid.clone(),
             specific_character_set: attributes.specific_character_set.clone(),
         },
-        object: StoredObject { key, size_bytes: spooled.size_bytes, sha256: spooled.sha256.clone() },
+        object: StoredObject {
+            key,
+            size_bytes: spooled.size_bytes,
+            sha256: spooled.sha256.clone(),
+        },
         source: source.clone(),
         metadata_json: inspected.metadata.to_string(),
     }

@@ -25,13 +25,19 @@ impl SpooledObject {
     }
 
     /// Streams `body` into a new file under `spool_dir`, refusing more than `max_bytes`.
-    pub async fn from_stream<S, E>(spool_dir: &Path, body: S, max_bytes: u64) -> Result<Self, IngestError>
+    pub async fn from_stream<S, E>(
+        spool_dir: &Path,
+        body: S,
+        max_bytes: u64,
+    ) -> Result<Self, IngestError>
     where
         S: Stream<Item = Result<Bytes, E>>,
         E: std::fmt::Display,
     {
         let temp_path = new_spool_path(spool_dir).await?;
-        let file = tokio::fs::File::create(&temp_path).await.map_err(IngestError::Spool)?;
+        let file = tokio::fs::File::create(&temp_path)
+            .await
+            .map_err(IngestError::Spool)?;
         let mut writer = tokio::io::BufWriter::with_capacity(256 * 1024, file);
         let mut hasher = Sha256::new();
         let mut size_bytes = 0u64;
@@ -46,19 +52,33 @@ impl SpooledObject {
             writer.write_all(&chunk).await.map_err(IngestError::Spool)?;
         }
         writer.flush().await.map_err(IngestError::Spool)?;
-        Ok(Self { file: temp_path, size_bytes, sha256: hex::encode(hasher.finalize()) })
+        Ok(Self {
+            file: temp_path,
+            size_bytes,
+            sha256: hex::encode(hasher.finalize()),
+        })
     }
 
     /// Copies a local file into the spool (bulk import), hashing it.
-    pub async fn from_file(spool_dir: &Path, source: &Path, max_bytes: u64) -> Result<Self, IngestError> {
-        let file = tokio::fs::File::open(source).await.map_err(IngestError::Spool)?;
+    pub async fn from_file(
+        spool_dir: &Path,
+        source: &Path,
+        max_bytes: u64,
+    ) -> Result<Self, IngestError> {
+        let file = tokio::fs::File::open(source)
+            .await
+            .map_err(IngestError::Spool)?;
         let stream = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024);
         Self::from_stream(spool_dir, stream, max_bytes).await
     }
 
     /// Wraps an already written spool file (used when a Part 10 header is added).
     pub(crate) fn from_parts(file: tempfile::TempPath, size_bytes: u64, sha256: String) -> Self {
-        Self { file, size_bytes, sha256 }
+        Self {
+            file,
+            size_bytes,
+            sha256,
+        }
     }
 }
 
@@ -67,7 +87,13 @@ pub(crate) async fn new_spool_path(spool_dir: &Path) -> Result<tempfile::TempPat
     let spool_dir: PathBuf = spool_dir.to_owned();
     tokio::task::spawn_blocking(move || {
         std::fs::create_dir_all(&spool_dir)?;
-        Ok::<_, std::io::Error>(tempfile::Builder::new().prefix("recv-").suffix(".dcm").tempfile_in(&spool_dir)?.into_temp_path())
+        Ok::<_, std::io::Error>(
+            tempfile::Builder::new()
+                .prefix("recv-")
+                .suffix(".dcm")
+                .tempfile_in(&spool_dir)?
+                .into_temp_path(),
+        )
     })
     .await
     .map_err(|error| IngestError::Spool(std::io::Error::other(error)))?

@@ -38,7 +38,12 @@ pub async fn start_node(config: NodeConfig) -> anyhow::Result<RunningNode> {
     let catalog_uri = catalog_uri_with_password(&config)?;
     let catalog = strata_catalog::open_catalog(&catalog_uri, config.catalog.max_connections)
         .await
-        .with_context(|| format!("failed to open the catalog at `{}`", redact(&config.catalog.uri)))?;
+        .with_context(|| {
+            format!(
+                "failed to open the catalog at `{}`",
+                redact(&config.catalog.uri)
+            )
+        })?;
     let store = strata_storage::open_blob_store(&config.storage)
         .with_context(|| format!("failed to open the object store `{}`", config.storage.uri))?;
     // Fail at start-up, not on the first request, when the store is unreachable.
@@ -47,12 +52,20 @@ pub async fn start_node(config: NodeConfig) -> anyhow::Result<RunningNode> {
         .await
         .with_context(|| format!("the object store {} does not answer", store.describe()))?;
     let spool_dir = config.spool_dir();
-    clean_spool(&spool_dir).await.with_context(|| format!("failed to prepare the spool directory `{}`", spool_dir.display()))?;
+    clean_spool(&spool_dir).await.with_context(|| {
+        format!(
+            "failed to prepare the spool directory `{}`",
+            spool_dir.display()
+        )
+    })?;
 
     let pipeline = IngestPipeline::new(
         catalog.clone(),
         store.clone(),
-        IngestSettings { spool_dir, max_object_bytes: config.ingest.max_instance_bytes },
+        IngestSettings {
+            spool_dir,
+            max_object_bytes: config.ingest.max_instance_bytes,
+        },
     );
     let dicomweb_state = DicomwebState {
         catalog: catalog.clone(),
@@ -64,7 +77,12 @@ pub async fn start_node(config: NodeConfig) -> anyhow::Result<RunningNode> {
             ingest_concurrency: config.ingest.concurrency,
         }),
     };
-    let app = http_router(dicomweb_state, catalog.clone(), store.clone(), config.dicomweb.max_request_bytes);
+    let app = http_router(
+        dicomweb_state,
+        catalog.clone(),
+        store.clone(),
+        config.dicomweb.max_request_bytes,
+    );
 
     let listen_addr = config.http_socket_addr()?;
     let listener = tokio::net::TcpListener::bind(listen_addr)
@@ -81,14 +99,21 @@ pub async fn start_node(config: NodeConfig) -> anyhow::Result<RunningNode> {
         "node ready http_addr={http_addr}"
     );
     let task = tokio::spawn(async move {
-        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async move { shutdown_signal.cancelled().await })
-            .await
-            .context("the HTTP server failed")?;
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { shutdown_signal.cancelled().await })
+        .await
+        .context("the HTTP server failed")?;
         info!("node stopped");
         Ok(())
     });
-    Ok(RunningNode { http_addr, shutdown, task })
+    Ok(RunningNode {
+        http_addr,
+        shutdown,
+        task,
+    })
 }
 
 /// Runs a node until `shutdown` is cancelled, then drains and returns.
@@ -154,7 +179,10 @@ async fn readyz(State(state): State<HealthState>) -> impl IntoResponse {
     }
     if let Err(error) = state.store.list("strata-readiness-probe/").await {
         warn!(%error, "not ready: object store");
-        return (http::StatusCode::SERVICE_UNAVAILABLE, "object store unavailable");
+        return (
+            http::StatusCode::SERVICE_UNAVAILABLE,
+            "object store unavailable",
+        );
     }
     (http::StatusCode::OK, "ready")
 }
@@ -182,8 +210,12 @@ fn catalog_uri_with_password(config: &NodeConfig) -> anyhow::Result<String> {
     let Some(password_file) = &config.catalog.password_file else {
         return Ok(config.catalog.uri.clone());
     };
-    let password = std::fs::read_to_string(password_file)
-        .with_context(|| format!("failed to read catalog.password_file `{}`", password_file.display()))?;
+    let password = std::fs::read_to_string(password_file).with_context(|| {
+        format!(
+            "failed to read catalog.password_file `{}`",
+            password_file.display()
+        )
+    })?;
     let mut uri = url::Url::parse(&config.catalog.uri).context("catalog.uri is not a valid URL")?;
     uri.set_password(Some(password.trim()))
         .map_err(|()| anyhow::anyhow!("catalog.uri cannot carry a password"))?;

@@ -320,9 +320,16 @@ pub async fn check_instance_keys(store: &dyn BlobStore, scratch_dir: &Path) {
             "conformance/instances/{study_uid}/{series_uid}/{sop_instance_uid}/{sha256_hex}.dcm"
         ));
         put_bytes(store, scratch_dir, &readable_key, &content).await;
-        assert_eq!(get_all(store, &readable_key).await, content, "get {readable_key}");
+        assert_eq!(
+            get_all(store, &readable_key).await,
+            content,
+            "get {readable_key}"
+        );
         keys.push(readable_key);
-        let key = ObjectKey::from_stored(format!("conformance/{}", ObjectKey::for_content(&sha256_hex)));
+        let key = ObjectKey::from_stored(format!(
+            "conformance/{}",
+            ObjectKey::for_content(&sha256_hex)
+        ));
         put_bytes(store, scratch_dir, &key, &content).await;
         assert_eq!(get_all(store, &key).await, content, "get {key}");
         keys.push(key);

@@ -9,4 +9,6 @@ mod uid;
 
 pub use error_code::ErrorCode;
 pub use object_key::ObjectKey;
-pub use uid::{InvalidUid, SeriesUid, SopInstanceUid, StudyUid, Uid, validate_uid, validate_uid_strict};
+pub use uid::{
+    InvalidUid, SeriesUid, SopInstanceUid, StudyUid, Uid, validate_uid, validate_uid_strict,
+};

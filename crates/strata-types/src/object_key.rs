@@ -10,7 +10,9 @@ use std::fmt;
 /// re-sent identical instance lands on the same key. The catalog maps instances to keys. Keys
 /// stay short (82 characters) whatever the UIDs, which keeps them within the limits of every
 /// S3-compatible store, and the two-level fan-out spreads load across key prefixes.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(transparent)]
 pub struct ObjectKey(String);
 
@@ -18,7 +20,11 @@ impl ObjectKey {
     /// Returns the key of an instance object whose bytes have this SHA-256 (lowercase hex).
     pub fn for_content(sha256_hex: &str) -> Self {
         debug_assert!(sha256_hex.len() == 64 && sha256_hex.bytes().all(|b| b.is_ascii_hexdigit()));
-        Self(format!("objects/{}/{}/{sha256_hex}.dcm", &sha256_hex[0..2], &sha256_hex[2..4]))
+        Self(format!(
+            "objects/{}/{}/{sha256_hex}.dcm",
+            &sha256_hex[0..2],
+            &sha256_hex[2..4]
+        ))
     }
 
     /// Wraps a key read back from the catalog or listed from the store.

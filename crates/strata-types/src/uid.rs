@@ -47,7 +47,10 @@ pub fn validate_uid(value: &str) -> Result<(), InvalidUid> {
 /// numeric components, no leading zeros except for the single digit "0".
 pub fn validate_uid_strict(value: &str) -> Result<(), InvalidUid> {
     validate_uid(value)?;
-    if !value.bytes().all(|byte| byte.is_ascii_digit() || byte == b'.') {
+    if !value
+        .bytes()
+        .all(|byte| byte.is_ascii_digit() || byte == b'.')
+    {
         return Err(InvalidUid::BadCharacter);
     }
     for component in value.split('.') {
@@ -142,7 +145,12 @@ mod tests {
 
     #[test]
     fn test_valid_uids_parse() {
-        for value in ["1.2.840.10008.1.2.1", "0", "1.0.2", "2.25.329800735698586629295641978511506172918"] {
+        for value in [
+            "1.2.840.10008.1.2.1",
+            "0",
+            "1.0.2",
+            "2.25.329800735698586629295641978511506172918",
+        ] {
             assert_eq!(Uid::parse(value).unwrap().as_str(), value);
         }
     }
