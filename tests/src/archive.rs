@@ -205,6 +205,45 @@ impl Drop for TestArchive {
     }
 }
 
+/// For black-box tests of the binary: creates a fresh PostgreSQL database and returns the
+/// `STRATA__*` variables that point an archive at it and at a fresh prefix of the external S3
+/// bucket. `None` when the external services are not configured.
+pub async fn external_backend_env() -> anyhow::Result<Option<Vec<(String, String)>>> {
+    let Some(services) = external_services() else {
+        return Ok(None);
+    };
+    let unique = uuid::Uuid::new_v4().simple().to_string();
+    let database = format!("strata_bb_{unique}");
+    create_database(&services.postgres_uri, &database).await?;
+    Ok(Some(vec![
+        (
+            "STRATA__CATALOG__URI".to_owned(),
+            with_database(&services.postgres_uri, &database)?,
+        ),
+        (
+            "STRATA__STORAGE__URI".to_owned(),
+            format!("s3://{}/bb-{unique}", services.s3_bucket),
+        ),
+        (
+            "STRATA__STORAGE__S3__ENDPOINT".to_owned(),
+            services.s3_endpoint,
+        ),
+        ("STRATA__STORAGE__S3__REGION".to_owned(), services.s3_region),
+        (
+            "STRATA__STORAGE__S3__ACCESS_KEY_ID".to_owned(),
+            services.s3_access_key_id,
+        ),
+        (
+            "STRATA__STORAGE__S3__SECRET_ACCESS_KEY".to_owned(),
+            services.s3_secret_access_key,
+        ),
+        (
+            "STRATA__STORAGE__S3__ALLOW_HTTP".to_owned(),
+            "true".to_owned(),
+        ),
+    ]))
+}
+
 fn with_database(admin_uri: &str, database: &str) -> anyhow::Result<String> {
     let mut uri = url::Url::parse(admin_uri)?;
     uri.set_path(&format!("/{database}"));

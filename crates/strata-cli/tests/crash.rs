@@ -27,9 +27,18 @@ async fn count_instances(client: &reqwest::Client, base_url: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_sigkill_mid_stow_keeps_the_archive_consistent() {
+    sigkill_mid_stow(Vec::new()).await;
+    match strata_tests::archive::external_backend_env().await.unwrap() {
+        Some(env) => sigkill_mid_stow(env).await,
+        None => eprintln!("PostgreSQL + S3 variant skipped: STRATA_TEST_* not set"),
+    }
+}
+
+/// Runs the scenario on the embedded defaults (`env` empty) or on the backend `env` selects.
+async fn sigkill_mid_stow(env: Vec<(String, String)>) {
     let data_dir = tempfile::tempdir().unwrap();
     let client = reqwest::Client::new();
-    let server = StrataProcess::start(data_dir.path(), &[]);
+    let server = StrataProcess::start(data_dir.path(), &env);
 
     // Acknowledged before the crash: 3 requests of 10 instances.
     let mut acknowledged = Vec::new();
@@ -78,7 +87,7 @@ async fn test_sigkill_mid_stow_keeps_the_archive_consistent() {
     );
 
     // Restart on the same data directory.
-    let server = StrataProcess::start(data_dir.path(), &[]);
+    let server = StrataProcess::start(data_dir.path(), &env);
     let instances: serde_json::Value = client
         .get(format!("{}/instances?limit=1000", server.base_url))
         .send()

@@ -23,8 +23,16 @@ async fn test_a_study_over_1_gb_round_trips_in_bounded_memory() {
         eprintln!("skipped: set STRATA_TEST_LARGE=1 to store and retrieve a 1.15 GB study");
         return;
     }
+    round_trip("SQLite + local directory", Vec::new()).await;
+    match strata_tests::archive::external_backend_env().await.unwrap() {
+        Some(env) => round_trip("PostgreSQL + S3", env).await,
+        None => eprintln!("PostgreSQL + S3 variant skipped: STRATA_TEST_* not set"),
+    }
+}
+
+async fn round_trip(backend: &str, env: Vec<(String, String)>) {
     let data_dir = tempfile::tempdir().unwrap();
-    let server = StrataProcess::start(data_dir.path(), &[]);
+    let server = StrataProcess::start(data_dir.path(), &env);
     let client = reqwest::Client::new();
     let baseline = server.peak_rss_bytes();
 
@@ -63,7 +71,7 @@ async fn test_a_study_over_1_gb_round_trips_in_bounded_memory() {
     let expected_min = u64::from(NUM_INSTANCES) * u64::from(SIZE) * u64::from(SIZE) * 2;
     assert!(num_bytes > expected_min, "retrieved {num_bytes} bytes");
     eprintln!(
-        "large study: {:.2} GB; STOW {store_seconds:.1} s ({:.0} MB/s); WADO {retrieve_seconds:.1} s ({:.0} MB/s); \
+        "large study on {backend}: {:.2} GB; STOW {store_seconds:.1} s ({:.0} MB/s); WADO {retrieve_seconds:.1} s ({:.0} MB/s); \
          peak RSS: start {} MB, after STOW {} MB, after WADO {} MB",
         num_bytes as f64 / 1e9,
         num_bytes as f64 / 1e6 / store_seconds,

@@ -417,3 +417,17 @@ mod tests {
         assert!(error.to_string().contains("allow_http"), "{error}");
     }
 }
+
+#[cfg(test)]
+mod example_tests {
+    use super::*;
+
+    /// The documented example configuration stays loadable and equal to the defaults.
+    #[test]
+    fn test_deploy_example_config_loads_as_the_defaults() {
+        let example =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/strata.example.toml");
+        let loaded = NodeConfig::load(Some(&example), Vec::new()).unwrap();
+        assert_eq!(loaded, NodeConfig::load(None, Vec::new()).unwrap());
+    }
+}

@@ -106,6 +106,10 @@ fn object_to_json(object: &InMemDicomObject, path: &mut Vec<PathPart>) -> Map<St
             Value::PixelSequence(_) => {
                 attribute.insert("BulkDataURI".to_owned(), Json::String(bulk_uri(path)));
             }
+            Value::Primitive(_) if tag == tags::SPECIFIC_CHARACTER_SET => {
+                // Text in DICOM JSON is UTF-8 whatever the source encoding was (PS3.18 F.2).
+                attribute.insert("Value".to_owned(), json!(["ISO_IR 192"]));
+            }
             Value::Primitive(primitive) => {
                 if !primitive.is_empty() {
                     primitive_to_json(vr, primitive, path, &mut attribute);

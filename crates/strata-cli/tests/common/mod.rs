@@ -16,7 +16,7 @@ pub struct StrataProcess {
 
 impl StrataProcess {
     /// Starts `strata serve` on `data_dir` with a free port, waiting for "node ready".
-    pub fn start(data_dir: &Path, extra_env: &[(&str, &str)]) -> Self {
+    pub fn start(data_dir: &Path, extra_env: &[(String, String)]) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_strata"));
         command
             .args(["serve", "--data-dir"])
