@@ -178,10 +178,19 @@ strata_ci_garage_healthy() {
 
 # Returns 0 once the S3 endpoint answers HTTP (any status: anonymous requests get 403).
 strata_ci_garage_s3_answers() {
-  local http_status
-  http_status=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 \
-    "http://127.0.0.1:${STRATA_CI_GARAGE_S3_PORT}/") || return 1
-  [[ $http_status != 000 ]]
+  # python3 rather than curl: a new machine is only promised python3.
+  python3 - "http://127.0.0.1:${STRATA_CI_GARAGE_S3_PORT}/" <<'EOF'
+import sys
+import urllib.error
+import urllib.request
+
+try:
+    urllib.request.urlopen(sys.argv[1], timeout=2)
+except urllib.error.HTTPError:
+    pass  # any HTTP status means the endpoint is up
+except OSError:
+    sys.exit(1)
+EOF
 }
 
 # Starts a single-node Garage in a new temp dir, assigns its layout, creates the
@@ -393,11 +402,24 @@ if [[ ${BASH_SOURCE[0]} == "$0" ]]; then
     echo "services.sh run: no command given" >&2
     exit 2
   fi
+  strata_ci_command_pid=""
+  # Forwards a signal to the command, then exits through the EXIT trap.
+  # shellcheck disable=SC2317  # called from the traps below
+  strata_ci_forward_signal() {
+    if [[ -n $strata_ci_command_pid ]]; then
+      kill "-$1" "$strata_ci_command_pid" 2>/dev/null
+    fi
+    exit "$2"
+  }
   trap strata_ci_services_stop EXIT
-  trap 'exit 130' INT
-  trap 'exit 143' TERM
+  trap 'strata_ci_forward_signal INT 130' INT
+  trap 'strata_ci_forward_signal TERM 143' TERM
   strata_ci_services_start || exit 1
   strata_ci_services_env >&2
-  "$@"
+  # In the background so that a signal interrupts `wait` at once (bash defers traps
+  # while a foreground command runs); `<&0` keeps stdin for interactive commands.
+  "$@" <&0 &
+  strata_ci_command_pid=$!
+  wait "$strata_ci_command_pid"
   exit $?
 fi

@@ -512,7 +512,7 @@ class StrataServer:
         with self._lines_lock:
             return "\n".join(self._lines)
 
-    def log_tail(self, num_lines: int = 150) -> str:
+    def log_tail(self, num_lines: int = 80) -> str:
         with self._lines_lock:
             lines = self._lines[-num_lines:]
             num_total = len(self._lines)

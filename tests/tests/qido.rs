@@ -357,6 +357,9 @@ async fn test_wado_answers_errors_with_the_right_status() -> anyhow::Result<()> 
     for (path, expected) in [
         ("/studies/1.2.3.999".to_owned(), 404),
         ("/studies/abc%20def".to_owned(), 400),
+        ("/studies/abc".to_owned(), 400),
+        ("/studies/abc/metadata".to_owned(), 400),
+        (format!("/studies/{study}/series/abc"), 400),
         (format!("/studies/{study}/series/1.2.3.999"), 404),
         (
             format!("/studies/{study}/series/{series}/instances/1.2.999"),

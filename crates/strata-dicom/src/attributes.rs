@@ -121,7 +121,7 @@ impl ExtractedAttributes {
             specific_character_set: text(object, tags::SPECIFIC_CHARACTER_SET),
             patient_id: text(object, tags::PATIENT_ID),
             issuer_of_patient_id: text(object, tags::ISSUER_OF_PATIENT_ID),
-            patient_name: text(object, tags::PATIENT_NAME),
+            patient_name: person_name(&text(object, tags::PATIENT_NAME)),
             patient_birth_date: text(object, tags::PATIENT_BIRTH_DATE),
             patient_sex: text(object, tags::PATIENT_SEX),
             study_instance_uid: StudyUid::parse(study_instance_uid.as_str())
@@ -129,7 +129,7 @@ impl ExtractedAttributes {
             study_date: text(object, tags::STUDY_DATE),
             study_time: text(object, tags::STUDY_TIME),
             accession_number: text(object, tags::ACCESSION_NUMBER),
-            referring_physician_name: text(object, tags::REFERRING_PHYSICIAN_NAME),
+            referring_physician_name: person_name(&text(object, tags::REFERRING_PHYSICIAN_NAME)),
             study_id: text(object, tags::STUDY_ID),
             study_description: text(object, tags::STUDY_DESCRIPTION),
             timezone_offset_from_utc: text(object, tags::TIMEZONE_OFFSET_FROM_UTC),
@@ -208,6 +208,16 @@ fn required_uid(object: &InMemDicomObject, tag: Tag, name: &str) -> Result<Uid, 
     })
 }
 
+/// Normalizes a person name: trailing empty components and component groups are dropped
+/// (PS3.5 §6.2.1 lets encoders omit them), so `Doe^John^^=` and `Doe^John` match alike.
+pub(crate) fn person_name(value: &str) -> String {
+    let mut groups: Vec<&str> = value.split('=').map(|group| group.trim_end_matches(['^', ' '])).collect();
+    while groups.last().is_some_and(|group| group.is_empty()) {
+        groups.pop();
+    }
+    groups.join("=")
+}
+
 /// Returns the element's value as trimmed text, or an empty string.
 fn text(object: &InMemDicomObject, tag: Tag) -> String {
     object
@@ -251,6 +261,14 @@ fn integer(object: &InMemDicomObject, tag: Tag) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn test_person_names_drop_trailing_empty_parts() {
+        assert_eq!(person_name("Wang^XiaoDong=王^小東="), "Wang^XiaoDong=王^小東");
+        assert_eq!(person_name("Doe^John^^^"), "Doe^John");
+        assert_eq!(person_name("=山田^太郎"), "=山田^太郎");
+        assert_eq!(person_name(""), "");
+    }
 
     #[test]
     fn test_derived_uids_are_stable_conformant_and_distinct() {

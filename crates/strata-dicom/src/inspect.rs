@@ -115,7 +115,7 @@ pub fn inspect_file(path: &Path, limits: InspectLimits) -> Result<InspectedInsta
     };
 
     let mut warnings = Vec::new();
-    let (transfer_syntax_uid, dataset_offset, object, pixel_data) = match magic_offset {
+    let (transfer_syntax_uid, dataset_offset, mut object, pixel_data) = match magic_offset {
         Some(magic_offset) => {
             let dataset_offset = file_meta_end(&mut file, magic_offset + 4, file_len)?;
             let meta_bytes = read_range(&mut file, magic_offset, dataset_offset)?;
@@ -162,6 +162,7 @@ pub fn inspect_file(path: &Path, limits: InspectLimits) -> Result<InspectedInsta
         }
     };
 
+    crate::charset::redecode_iso2022(&mut object, "");
     let (attributes, attribute_warnings) =
         ExtractedAttributes::from_object(&object, &transfer_syntax_uid)?;
     warnings.extend(attribute_warnings);

@@ -5,6 +5,7 @@
 //! `spawn_blocking`. Depends on `strata-types` and dicom-rs only.
 
 mod attributes;
+mod charset;
 mod dictionary;
 mod error;
 mod inspect;

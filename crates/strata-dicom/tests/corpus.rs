@@ -16,6 +16,7 @@ struct Row {
     study_instance_uid: String,
     series_instance_uid: String,
     transfer_syntax_uid: String,
+    patient_name_decoded: String,
 }
 
 fn manifest(dir: &std::path::Path) -> Vec<Row> {
@@ -23,6 +24,7 @@ fn manifest(dir: &std::path::Path) -> Vec<Row> {
     let mut lines = text.lines();
     let header: Vec<&str> = lines.next().unwrap().split('\t').collect();
     let column = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let patient_name = column("patient_name_decoded");
     let (path, expected, sop, study, series, ts) = (
         column("path"),
         column("expected"),
@@ -41,6 +43,7 @@ fn manifest(dir: &std::path::Path) -> Vec<Row> {
                 study_instance_uid: fields[study].to_owned(),
                 series_instance_uid: fields[series].to_owned(),
                 transfer_syntax_uid: fields[ts].to_owned(),
+                patient_name_decoded: fields[patient_name].to_owned(),
             }
         })
         .collect()
@@ -69,6 +72,12 @@ fn test_every_corpus_file_is_inspected_as_the_manifest_expects() {
                         && attributes.series_instance_uid.as_str() != row.series_instance_uid)
                 {
                     failures.push(format!("{}: UIDs differ from the manifest", row.path));
+                }
+                if row.path.starts_with("charset/") && attributes.patient_name != row.patient_name_decoded {
+                    failures.push(format!(
+                        "{}: PatientName `{}` != `{}`",
+                        row.path, attributes.patient_name, row.patient_name_decoded
+                    ));
                 }
                 if row.transfer_syntax_uid.starts_with("1.2.")
                     && instance.transfer_syntax_uid != row.transfer_syntax_uid

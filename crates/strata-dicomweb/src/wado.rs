@@ -38,6 +38,17 @@ impl Target {
         })
     }
 
+    /// Returns the first UID of the target that does not follow the DICOM UID syntax.
+    fn first_nonconformant(&self) -> Option<String> {
+        if !self.study.is_conformant() {
+            return Some(self.study.to_string());
+        }
+        if let Some(series) = self.series.as_ref().filter(|series| !series.is_conformant()) {
+            return Some(series.to_string());
+        }
+        self.instance.as_ref().filter(|instance| !instance.is_conformant()).map(ToString::to_string)
+    }
+
     fn describe(&self) -> String {
         match (&self.series, &self.instance) {
             (Some(series), Some(instance)) => format!(
@@ -181,10 +192,12 @@ async fn locations(
         .await
         .map_err(|error| Problem::unavailable(&error))?;
     if locations.is_empty() {
-        return Err(Problem::not_found(format!(
-            "{} is not in the archive",
-            target.describe()
-        )));
+        // The archive keeps legacy objects whose identifiers do not follow the UID syntax
+        // retrievable, so such identifiers are only "malformed" when nothing answers to them.
+        if let Some(malformed) = target.first_nonconformant() {
+            return Err(Problem::bad_request(format!("`{malformed}` is not a valid DICOM UID")));
+        }
+        return Err(Problem::not_found(format!("{} is not in the archive", target.describe())));
     }
     Ok(locations)
 }
