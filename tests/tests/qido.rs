@@ -10,6 +10,24 @@ use strata_tests::{Backend, TestArchive};
 /// patient "P2". Study 1: CT with 2 series (3 + 2 instances); study 2: MR, 1 series;
 /// study 3: CT + SR.
 fn dataset() -> Vec<SyntheticInstance> {
+    let study_one = |i: &mut SyntheticInstance| {
+        i.patient_id = "P1".into();
+        i.issuer_of_patient_id = "HOSPITAL_A".into();
+        i.patient_name = "Müller^Anna".into();
+        i.study_date = "20240115".into();
+        i.study_time = "093000".into();
+        i.accession_number = "ACC-1".into();
+        i.referring_physician_name = "House^Gregory".into();
+        i.study_description = "CT THORAX".into();
+    };
+    let study_three = |i: &mut SyntheticInstance| {
+        i.patient_id = "P2".into();
+        i.patient_name = "Smith^John".into();
+        i.study_date = "20221231".into();
+        i.study_time = "235959".into();
+        i.accession_number = "ACC-3".into();
+        i.study_description = "CT HEAD".into();
+    };
     let mut instances = Vec::new();
     let mut make = |study: u32, series: u32, index: u32, edit: &dyn Fn(&mut SyntheticInstance)| {
         let mut instance = SyntheticInstance::ct(42, study, series, index, 8, 8);
@@ -18,27 +36,13 @@ fn dataset() -> Vec<SyntheticInstance> {
     };
     for index in 1..=3 {
         make(1, 1, index, &|i| {
-            i.patient_id = "P1".into();
-            i.issuer_of_patient_id = "HOSPITAL_A".into();
-            i.patient_name = "Müller^Anna".into();
-            i.study_date = "20240115".into();
-            i.study_time = "093000".into();
-            i.accession_number = "ACC-1".into();
-            i.referring_physician_name = "House^Gregory".into();
-            i.study_description = "CT THORAX".into();
+            study_one(i);
             i.scheduled_procedure_step_id = Some("SPS-1".into());
         });
     }
     for index in 1..=2 {
         make(1, 2, index, &|i| {
-            i.patient_id = "P1".into();
-            i.issuer_of_patient_id = "HOSPITAL_A".into();
-            i.patient_name = "Müller^Anna".into();
-            i.study_date = "20240115".into();
-            i.study_time = "093000".into();
-            i.accession_number = "ACC-1".into();
-            i.referring_physician_name = "House^Gregory".into();
-            i.study_description = "CT THORAX".into();
+            study_one(i);
             i.series_description = "CORONAL".into();
         });
     }
@@ -53,21 +57,9 @@ fn dataset() -> Vec<SyntheticInstance> {
         i.modality = "MR".into();
         i.study_description = "MR KNEE".into();
     });
-    make(3, 1, 1, &|i| {
-        i.patient_id = "P2".into();
-        i.patient_name = "Smith^John".into();
-        i.study_date = "20221231".into();
-        i.study_time = "235959".into();
-        i.accession_number = "ACC-3".into();
-        i.study_description = "CT HEAD".into();
-    });
+    make(3, 1, 1, &study_three);
     make(3, 2, 1, &|i| {
-        i.patient_id = "P2".into();
-        i.patient_name = "Smith^John".into();
-        i.study_date = "20221231".into();
-        i.study_time = "235959".into();
-        i.accession_number = "ACC-3".into();
-        i.study_description = "CT HEAD".into();
+        study_three(i);
         i.modality = "SR".into();
     });
     instances

@@ -25,6 +25,19 @@ async fn count_instances(client: &reqwest::Client, base_url: &str) -> usize {
     }
 }
 
+/// Retrieves one instance through WADO-RS and returns its bytes.
+async fn retrieve_one(client: &reqwest::Client, url: &str) -> Vec<u8> {
+    let response = client.get(url).send().await.unwrap();
+    assert_eq!(response.status(), 200, "{url}");
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let mut parts = parse_related(&content_type, &response.bytes().await.unwrap()).unwrap();
+    assert_eq!(parts.len(), 1, "{url}");
+    parts.remove(0)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_sigkill_mid_stow_keeps_the_archive_consistent() {
     sigkill_mid_stow(Vec::new()).await;
@@ -105,15 +118,8 @@ async fn sigkill_mid_stow(env: Vec<(String, String)>) {
     // Every catalogued instance (acknowledged or stored just before the kill) has its object.
     for instance in instances {
         let url = instance["00081190"]["Value"][0].as_str().unwrap();
-        let response = client.get(url).send().await.unwrap();
-        assert_eq!(response.status(), 200, "{url}");
-        let content_type = response.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .to_owned();
-        let parts = parse_related(&content_type, &response.bytes().await.unwrap()).unwrap();
-        assert_eq!(parts.len(), 1, "{url}");
-        assert!(parts[0].len() > 1000, "{url}: object present and whole");
+        let object = retrieve_one(&client, url).await;
+        assert!(object.len() > 1000, "{url}: object present and whole");
     }
     // Every acknowledged instance is served byte for byte.
     for (instance, original) in &acknowledged {
@@ -124,14 +130,8 @@ async fn sigkill_mid_stow(env: Vec<(String, String)>) {
             instance.series_instance_uid,
             instance.sop_instance_uid
         );
-        let response = client.get(&url).send().await.unwrap();
-        assert_eq!(response.status(), 200, "{url}");
-        let content_type = response.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .to_owned();
-        let parts = parse_related(&content_type, &response.bytes().await.unwrap()).unwrap();
-        assert_eq!(dataset_bytes(&parts[0]), dataset_bytes(original), "{url}");
+        let object = retrieve_one(&client, &url).await;
+        assert_eq!(dataset_bytes(&object), dataset_bytes(original), "{url}");
     }
     // The spool of the killed request was cleaned at start-up.
     let leftovers = std::fs::read_dir(data_dir.path().join("spool"))

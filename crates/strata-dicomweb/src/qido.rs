@@ -199,79 +199,48 @@ fn render(
     let include_study = level == QueryLevel::Study || !scoped;
     if include_study {
         let patient = &found.patient;
-        put(&mut map, "00080020", "DA", text("DA", &study.study_date));
-        put(&mut map, "00080030", "TM", text("TM", &study.study_time));
-        put(
-            &mut map,
-            "00080050",
-            "SH",
-            text("SH", &study.accession_number),
-        );
-        put(
-            &mut map,
-            "00080090",
-            "PN",
-            person_name(&study.referring_physician_name),
-        );
-        put(
-            &mut map,
-            "00080201",
-            "SH",
-            text("SH", &study.timezone_offset_from_utc),
-        );
-        put(
-            &mut map,
-            "00081030",
-            "LO",
-            text("LO", &study.study_description),
-        );
-        put(
-            &mut map,
-            "00100010",
-            "PN",
-            person_name(&patient.patient_name),
-        );
-        put(&mut map, "00100020", "LO", text("LO", &patient.patient_id));
-        put(
-            &mut map,
-            "00100021",
-            "LO",
-            text("LO", &patient.issuer_of_patient_id),
-        );
-        put(
-            &mut map,
-            "00100030",
-            "DA",
-            text("DA", &patient.patient_birth_date),
-        );
-        put(&mut map, "00100040", "CS", text("CS", &patient.patient_sex));
-        put(&mut map, "00200010", "SH", text("SH", &study.study_id));
-        put(
-            &mut map,
-            "00201206",
-            "IS",
-            number("IS", Some(found.num_study_series)),
-        );
-        put(
-            &mut map,
-            "00201208",
-            "IS",
-            number("IS", Some(found.num_study_instances)),
-        );
-        put(
-            &mut map,
-            "00080061",
-            "CS",
-            (!found.modalities_in_study.is_empty())
-                .then(|| json!({"vr": "CS", "Value": found.modalities_in_study})),
-        );
-        put(
-            &mut map,
-            "00080062",
-            "UI",
-            (!found.sop_classes_in_study.is_empty())
-                .then(|| json!({"vr": "UI", "Value": found.sop_classes_in_study})),
-        );
+        for (tag, vr, value) in [
+            ("00080020", "DA", text("DA", &study.study_date)),
+            ("00080030", "TM", text("TM", &study.study_time)),
+            ("00080050", "SH", text("SH", &study.accession_number)),
+            (
+                "00080090",
+                "PN",
+                person_name(&study.referring_physician_name),
+            ),
+            (
+                "00080201",
+                "SH",
+                text("SH", &study.timezone_offset_from_utc),
+            ),
+            ("00081030", "LO", text("LO", &study.study_description)),
+            ("00100010", "PN", person_name(&patient.patient_name)),
+            ("00100020", "LO", text("LO", &patient.patient_id)),
+            ("00100021", "LO", text("LO", &patient.issuer_of_patient_id)),
+            ("00100030", "DA", text("DA", &patient.patient_birth_date)),
+            ("00100040", "CS", text("CS", &patient.patient_sex)),
+            ("00200010", "SH", text("SH", &study.study_id)),
+            ("00201206", "IS", number("IS", Some(found.num_study_series))),
+            (
+                "00201208",
+                "IS",
+                number("IS", Some(found.num_study_instances)),
+            ),
+            (
+                "00080061",
+                "CS",
+                (!found.modalities_in_study.is_empty())
+                    .then(|| json!({"vr": "CS", "Value": found.modalities_in_study})),
+            ),
+            (
+                "00080062",
+                "UI",
+                (!found.sop_classes_in_study.is_empty())
+                    .then(|| json!({"vr": "UI", "Value": found.sop_classes_in_study})),
+            ),
+        ] {
+            put(&mut map, tag, vr, value);
+        }
     }
     map.insert(
         "0020000D".to_owned(),
@@ -284,43 +253,29 @@ fn render(
     let mut retrieve_url = study_url;
     if let Some(series) = &found.series {
         retrieve_url = format!("{retrieve_url}/series/{}", series.series_instance_uid);
-        put(&mut map, "00080060", "CS", text("CS", &series.modality));
-        put(
-            &mut map,
-            "0008103E",
-            "LO",
-            text("LO", &series.series_description),
-        );
-        put(
-            &mut map,
-            "0020000E",
-            "UI",
-            text("UI", series.series_instance_uid.as_str()),
-        );
-        put(
-            &mut map,
-            "00200011",
-            "IS",
-            number("IS", series.series_number),
-        );
-        put(
-            &mut map,
-            "00201209",
-            "IS",
-            number("IS", found.num_series_instances),
-        );
-        put(
-            &mut map,
-            "00400244",
-            "DA",
-            text("DA", &series.performed_procedure_step_start_date),
-        );
-        put(
-            &mut map,
-            "00400245",
-            "TM",
-            text("TM", &series.performed_procedure_step_start_time),
-        );
+        for (tag, vr, value) in [
+            ("00080060", "CS", text("CS", &series.modality)),
+            ("0008103E", "LO", text("LO", &series.series_description)),
+            (
+                "0020000E",
+                "UI",
+                text("UI", series.series_instance_uid.as_str()),
+            ),
+            ("00200011", "IS", number("IS", series.series_number)),
+            ("00201209", "IS", number("IS", found.num_series_instances)),
+            (
+                "00400244",
+                "DA",
+                text("DA", &series.performed_procedure_step_start_date),
+            ),
+            (
+                "00400245",
+                "TM",
+                text("TM", &series.performed_procedure_step_start_time),
+            ),
+        ] {
+            put(&mut map, tag, vr, value);
+        }
         if level == QueryLevel::Series {
             let items: Vec<Json> = series
                 .request_attributes
@@ -354,38 +309,21 @@ fn render(
     }
     if let Some(instance) = &found.instance {
         retrieve_url = format!("{retrieve_url}/instances/{}", instance.sop_instance_uid);
-        put(
-            &mut map,
-            "00080016",
-            "UI",
-            text("UI", &instance.sop_class_uid),
-        );
-        put(
-            &mut map,
-            "00080018",
-            "UI",
-            text("UI", instance.sop_instance_uid.as_str()),
-        );
-        put(
-            &mut map,
-            "00200013",
-            "IS",
-            number("IS", instance.instance_number),
-        );
-        put(&mut map, "00280010", "US", number("US", instance.rows));
-        put(&mut map, "00280011", "US", number("US", instance.columns));
-        put(
-            &mut map,
-            "00280100",
-            "US",
-            number("US", instance.bits_allocated),
-        );
-        put(
-            &mut map,
-            "00280008",
-            "IS",
-            number("IS", instance.number_of_frames),
-        );
+        for (tag, vr, value) in [
+            ("00080016", "UI", text("UI", &instance.sop_class_uid)),
+            (
+                "00080018",
+                "UI",
+                text("UI", instance.sop_instance_uid.as_str()),
+            ),
+            ("00200013", "IS", number("IS", instance.instance_number)),
+            ("00280010", "US", number("US", instance.rows)),
+            ("00280011", "US", number("US", instance.columns)),
+            ("00280100", "US", number("US", instance.bits_allocated)),
+            ("00280008", "IS", number("IS", instance.number_of_frames)),
+        ] {
+            put(&mut map, tag, vr, value);
+        }
     }
     map.insert(
         "00081190".to_owned(),
