@@ -1,0 +1,186 @@
+#!/usr/bin/env bash
+# Benchmarks Strata and Orthanc side by side on this machine, in one command:
+#
+#   bash benches/run.sh            # full run (about an hour), writes docs/benchmarks.md
+#   bash benches/run.sh --smoke    # a few hundred instances, Strata only (what CI runs)
+#
+# Builds Strata in release mode, starts it on embedded defaults and Orthanc (Debian packages
+# orthanc + orthanc-dicomweb, installed if missing) on free loopback ports, runs the same
+# scenarios against both, alternating, and renders medians, spreads and ratios.
+set -euo pipefail
+
+MODE=full
+RUNS=3
+OUTPUT=docs/benchmarks.md
+while (($#)); do
+  case $1 in
+    --smoke) MODE=smoke; RUNS=1; OUTPUT=""; shift ;;
+    --runs) RUNS=$2; shift 2 ;;
+    --output) OUTPUT=$2; shift 2 ;;
+    *) echo "usage: $0 [--smoke] [--runs N] [--output FILE]" >&2; exit 2 ;;
+  esac
+done
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO_ROOT"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$REPO_ROOT/target}"
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/strata-bench.XXXXXX")
+RESULTS="$WORK/results.jsonl"
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf -- "$WORK"
+}
+trap cleanup EXIT
+
+log() { printf '[%s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+
+if [[ $MODE == smoke ]]; then
+  INSTANCES=200 STUDIES_SMALL=300 STUDIES_LARGE=0 REPEAT=20 MIXED_SECONDS=20 LIMIT_BYTES=$((256 << 20))
+  PROFILE=dev BIN_DIR="$CARGO_TARGET_DIR/debug"
+else
+  INSTANCES=1000 STUDIES_SMALL=10000 STUDIES_LARGE=100000 REPEAT=200 MIXED_SECONDS=600 LIMIT_BYTES=$((2 << 30))
+  PROFILE=release BIN_DIR="$CARGO_TARGET_DIR/release"
+fi
+
+log "building ($PROFILE)"
+cargo build --profile "$PROFILE" -p strata-cli -p strata-benches
+BENCH="$BIN_DIR/strata-bench"
+STRATA="$BIN_DIR/strata"
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# Starts an archive; sets TARGET_URL and TARGET_PID.
+start_strata() {
+  local data_dir="$WORK/strata-$1" log_file="$WORK/strata-$1.log"
+  "$STRATA" serve --data-dir "$data_dir" --http-addr 127.0.0.1:0 2>"$log_file" &
+  TARGET_PID=$!
+  PIDS+=("$TARGET_PID")
+  local address=""
+  for _ in $(seq 1 300); do
+    address=$(grep -o 'http_addr=[0-9.:]*' "$log_file" | head -1 | cut -d= -f2 || true)
+    [[ -n $address ]] && break
+    sleep 0.2
+  done
+  [[ -n $address ]] || { cat "$log_file" >&2; return 1; }
+  TARGET_URL="http://$address/dicomweb"
+}
+
+ORTHANC_AVAILABLE=0
+ensure_orthanc() {
+  if [[ ! -x /usr/sbin/Orthanc || ! -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so ]]; then
+    if [[ $(id -u) == 0 ]]; then
+      log "installing orthanc and orthanc-dicomweb (Debian)"
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq orthanc orthanc-dicomweb >/dev/null
+    fi
+  fi
+  [[ -x /usr/sbin/Orthanc && -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so ]] && ORTHANC_AVAILABLE=1
+  # The Debian package starts a system service on 8042; it is not the one measured here.
+  if command -v systemctl >/dev/null && systemctl is-active --quiet orthanc 2>/dev/null; then
+    systemctl stop orthanc || true
+  fi
+}
+
+start_orthanc() {
+  local dir="$WORK/orthanc-$1" http_port dicom_port
+  http_port=$(free_port)
+  dicom_port=$(free_port)
+  mkdir -p "$dir"
+  # Tuned as a careful user would: no storage compression, no job persistence, metadata
+  # precomputed for DICOMweb, and TCP_NODELAY=1 in the environment (Debian's DCMTK leaves
+  # Nagle's algorithm on otherwise).
+  cat >"$dir/orthanc.json" <<JSON
+{
+  "Name": "bench", "StorageDirectory": "$dir/storage", "IndexDirectory": "$dir/index",
+  "HttpPort": $http_port, "DicomPort": $dicom_port, "DicomAet": "ORTHANC",
+  "RemoteAccessAllowed": false, "AuthenticationEnabled": false, "HttpCompressionEnabled": false,
+  "StorageCompression": false, "SaveJobs": false, "ConcurrentJobs": 2, "HttpThreadsCount": 50,
+  "Plugins": ["/usr/share/orthanc/plugins/libOrthancDicomWeb.so"],
+  "DicomWeb": { "Enable": true, "Root": "/dicom-web/", "EnableWado": true, "Ssl": false,
+                "StudiesMetadata": "MainDicomTags", "SeriesMetadata": "Full" }
+}
+JSON
+  TCP_NODELAY=1 /usr/sbin/Orthanc "$dir/orthanc.json" >"$dir/log.txt" 2>&1 &
+  TARGET_PID=$!
+  PIDS+=("$TARGET_PID")
+  for _ in $(seq 1 300); do
+    curl -sf "http://127.0.0.1:$http_port/system" >/dev/null && break
+    sleep 0.2
+  done
+  curl -sf "http://127.0.0.1:$http_port/system" >/dev/null || { cat "$dir/log.txt" >&2; return 1; }
+  TARGET_URL="http://127.0.0.1:$http_port/dicom-web"
+}
+
+stop_target() { kill "$TARGET_PID" 2>/dev/null || true; wait "$TARGET_PID" 2>/dev/null || true; }
+
+bench() {
+  local target=$1
+  shift
+  log "$target: $*"
+  "$BENCH" run --target "$target" --dicomweb "$TARGET_URL" --pid "$TARGET_PID" "$@" | tee -a "$RESULTS" >&2
+}
+
+TARGETS=(strata)
+if [[ $MODE == full ]]; then
+  ensure_orthanc
+  ((ORTHANC_AVAILABLE)) && TARGETS+=(orthanc) || log "Orthanc unavailable: Strata only"
+fi
+
+log "machine limits"
+"$BENCH" limits --dir "$WORK" --bytes "$LIMIT_BYTES" | tee -a "$RESULTS" >&2
+
+# Ingest and retrieval: a fresh archive per run and target, targets alternating.
+for run in $(seq 1 "$RUNS"); do
+  for target in "${TARGETS[@]}"; do
+    "start_$target" "io-$run"
+    bench "$target" --scenario stow --concurrency 1 --instances "$INSTANCES" --seed $((run * 10 + 1))
+    bench "$target" --scenario stow --concurrency 8 --instances "$INSTANCES" --seed $((run * 10 + 2))
+    bench "$target" --scenario retrieve --seed $((run * 10 + 1))
+    bench "$target" --scenario metadata --instances "$INSTANCES" --repeat 20 --seed $((run * 10 + 1))
+    bench "$target" --scenario frame --repeat "$REPEAT" --seed $((run * 10 + 1))
+    stop_target
+  done
+done
+
+# Queries: one archive per target, grown from the small to the large study count.
+for target in "${TARGETS[@]}"; do
+  "start_$target" query
+  bench "$target" --scenario populate --studies "$STUDIES_SMALL" --concurrency 4
+  bench "$target" --scenario qido --studies "$STUDIES_SMALL" --repeat "$REPEAT"
+  if ((STUDIES_LARGE > STUDIES_SMALL)); then
+    bench "$target" --scenario populate --from $((STUDIES_SMALL + 1)) --studies "$STUDIES_LARGE" --concurrency 4
+    bench "$target" --scenario qido --studies "$STUDIES_LARGE" --repeat "$REPEAT"
+  fi
+  stop_target
+done
+
+# Memory under a mixed load.
+for target in "${TARGETS[@]}"; do
+  "start_$target" mixed
+  bench "$target" --scenario mixed --duration-secs "$MIXED_SECONDS"
+  stop_target
+done
+
+TABLE=$("$BENCH" report "$RESULTS")
+if [[ -n $OUTPUT ]]; then
+  {
+    echo "# Benchmarks"
+    echo
+    echo "Produced by \`bash benches/run.sh\` on $(date -u +%Y-%m-%d) at commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)."
+    echo "Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'))," \
+      "$(free -g | awk '/^Mem:/ { print $2 }') GiB memory, $(uname -sr)."
+    echo "Strata $(git describe --always 2>/dev/null) release build, embedded defaults (SQLite + local directory);" \
+      "Orthanc $(dpkg-query -W -f '${Version}' orthanc 2>/dev/null || echo '?') with DICOMweb plugin" \
+      "$(dpkg-query -W -f '${Version}' orthanc-dicomweb 2>/dev/null || echo '?'), SQLite index, TCP_NODELAY=1."
+    echo "Runs per scenario: $RUNS (query and mixed-load scenarios: 1), alternating between the archives."
+    echo
+    echo "$TABLE"
+    if [[ -f docs/benchmarks-notes.md ]]; then
+      echo
+      cat docs/benchmarks-notes.md
+    fi
+  } >"$OUTPUT"
+  log "wrote $OUTPUT"
+fi
+echo "$TABLE"

@@ -1,0 +1,63 @@
+//! `strata-bench`: drives any DICOMweb archive with synthetic studies and measures it.
+//!
+//! `strata-bench run` measures one scenario against one archive and prints one JSON line;
+//! `strata-bench report` turns the collected lines into the Markdown table of
+//! `docs/benchmarks.md`; `benches/run.sh` runs everything against Strata and Orthanc,
+//! alternating, in one command.
+
+mod limits;
+mod report;
+mod rss;
+mod scenarios;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "strata-bench", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs one scenario against one archive and prints the result as one JSON line.
+    Run(scenarios::RunArgs),
+    /// Measures what the machine allows: sequential disk write/read and loopback HTTP.
+    Limits {
+        /// Directory on the disk to measure.
+        #[arg(long, default_value = "/tmp")]
+        dir: PathBuf,
+        /// Bytes to write, read and transfer.
+        #[arg(long, default_value_t = 2 << 30)]
+        bytes: u64,
+    },
+    /// Reads JSON result lines and prints the Markdown report.
+    Report {
+        /// The JSON lines written by `run` and `limits`.
+        results: PathBuf,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    match cli.command {
+        Command::Run(args) => {
+            let result = runtime.block_on(scenarios::run(args))?;
+            println!("{}", serde_json::to_string(&result)?);
+        }
+        Command::Limits { dir, bytes } => {
+            for result in runtime.block_on(limits::measure(&dir, bytes))? {
+                println!("{}", serde_json::to_string(&result)?);
+            }
+        }
+        Command::Report { results } => {
+            let text = std::fs::read_to_string(&results)?;
+            print!("{}", report::render(&text)?);
+        }
+    }
+    Ok(())
+}
