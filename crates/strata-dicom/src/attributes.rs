@@ -5,7 +5,7 @@ use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 use strata_types::{SeriesUid, SopInstanceUid, StudyUid, Uid};
 
-use crate::error::DicomError;
+use crate::error::{DicomError, DicomErrorKind};
 
 /// One Request Attributes Sequence (0040,0275) item.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -67,9 +67,12 @@ impl ExtractedAttributes {
         let sop_instance_uid = required_uid(object, tags::SOP_INSTANCE_UID, "SOP Instance UID")?;
         let sop_class_uid = required_uid(object, tags::SOP_CLASS_UID, "SOP Class UID")?;
         if let Some(name) = non_patient_sop_class(sop_class_uid.as_str()) {
-            return Err(DicomError::missing(format!(
-                "{name} ({sop_class_uid}) is not a patient object and cannot be archived as an instance"
-            )));
+            return Err(DicomError {
+                kind: DicomErrorKind::NotPatientObject,
+                reason: format!(
+                    "{name} ({sop_class_uid}) is not a patient object and cannot be archived as an instance"
+                ),
+            });
         }
         let (study_instance_uid, series_instance_uid) = match (
             object.get(tags::STUDY_INSTANCE_UID).is_some(),
@@ -211,7 +214,10 @@ fn required_uid(object: &InMemDicomObject, tag: Tag, name: &str) -> Result<Uid, 
 /// Normalizes a person name: trailing empty components and component groups are dropped
 /// (PS3.5 §6.2.1 lets encoders omit them), so `Doe^John^^=` and `Doe^John` match alike.
 pub(crate) fn person_name(value: &str) -> String {
-    let mut groups: Vec<&str> = value.split('=').map(|group| group.trim_end_matches(['^', ' '])).collect();
+    let mut groups: Vec<&str> = value
+        .split('=')
+        .map(|group| group.trim_end_matches(['^', ' ']))
+        .collect();
     while groups.last().is_some_and(|group| group.is_empty()) {
         groups.pop();
     }
@@ -264,7 +270,10 @@ mod tests {
 
     #[test]
     fn test_person_names_drop_trailing_empty_parts() {
-        assert_eq!(person_name("Wang^XiaoDong=王^小東="), "Wang^XiaoDong=王^小東");
+        assert_eq!(
+            person_name("Wang^XiaoDong=王^小東="),
+            "Wang^XiaoDong=王^小東"
+        );
         assert_eq!(person_name("Doe^John^^^"), "Doe^John");
         assert_eq!(person_name("=山田^太郎"), "=山田^太郎");
         assert_eq!(person_name(""), "");

@@ -7,8 +7,11 @@ pub enum DicomErrorKind {
     /// Not a DICOM stream, or its structure is broken (truncated, bad lengths, bad VR).
     Malformed,
     /// A well-formed stream that cannot be archived as an instance: a required identifier is
-    /// missing or invalid, or it is not a patient object (DICOMDIR, Color Palette).
+    /// missing or invalid.
     MissingIdentifier,
+    /// A SOP class whose objects are not filed under patient, study and series (DICOMDIR,
+    /// Color Palette, Hanging Protocol, ...).
+    NotPatientObject,
     /// The transfer syntax is unknown to the archive.
     UnsupportedTransferSyntax,
     /// Larger than the configured limit.

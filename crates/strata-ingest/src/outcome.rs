@@ -96,9 +96,7 @@ pub(crate) fn refusal_for(error: &DicomError) -> FailureReason {
         DicomErrorKind::Malformed | DicomErrorKind::UnsupportedTransferSyntax => {
             FailureReason::CannotUnderstand
         }
-        DicomErrorKind::MissingIdentifier if error.reason.contains("not a patient object") => {
-            FailureReason::SopClassNotSupported
-        }
+        DicomErrorKind::NotPatientObject => FailureReason::SopClassNotSupported,
         DicomErrorKind::MissingIdentifier => FailureReason::DataSetDoesNotMatchSopClass,
         DicomErrorKind::TooLarge => FailureReason::OutOfResources,
         DicomErrorKind::Io => FailureReason::ProcessingFailure,
