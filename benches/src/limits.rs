@@ -73,7 +73,9 @@ async fn loopback_http(num_bytes: u64) -> anyhow::Result<f64> {
             let chunk = chunk.clone();
             async move {
                 let num_chunks = num_bytes.div_ceil(CHUNK as u64);
-                let stream = futures::stream::iter((0..num_chunks).map(move |_| Ok::<_, std::io::Error>(chunk.clone())));
+                let stream = futures::stream::iter(
+                    (0..num_chunks).map(move |_| Ok::<_, std::io::Error>(chunk.clone())),
+                );
                 axum::body::Body::from_stream(stream)
             }
         }),

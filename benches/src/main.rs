@@ -5,6 +5,7 @@
 //! `docs/benchmarks.md`; `benches/run.sh` runs everything against Strata and Orthanc,
 //! alternating, in one command.
 
+mod catalog_scale;
 mod limits;
 mod report;
 mod rss;
@@ -34,6 +35,9 @@ enum Command {
         #[arg(long, default_value_t = 2 << 30)]
         bytes: u64,
     },
+    /// Fills a catalog directly (no objects) in steps and measures its size, commit rate and
+    /// query latency at each step, for the scale estimates.
+    CatalogScale(catalog_scale::CatalogScaleArgs),
     /// Reads JSON result lines and prints the Markdown report.
     Report {
         /// The JSON lines written by `run` and `limits`.
@@ -43,7 +47,9 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     match cli.command {
         Command::Run(args) => {
             let result = runtime.block_on(scenarios::run(args))?;
@@ -51,6 +57,11 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Limits { dir, bytes } => {
             for result in runtime.block_on(limits::measure(&dir, bytes))? {
+                println!("{}", serde_json::to_string(&result)?);
+            }
+        }
+        Command::CatalogScale(args) => {
+            for result in runtime.block_on(catalog_scale::run(args))? {
                 println!("{}", serde_json::to_string(&result)?);
             }
         }

@@ -17,7 +17,10 @@ pub fn render(lines: &str) -> anyhow::Result<String> {
     let mut errors: BTreeMap<(String, String), String> = BTreeMap::new();
     for result in &results {
         if let Some(error) = &result.error {
-            errors.insert((result.scenario.clone(), result.target.clone()), error.clone());
+            errors.insert(
+                (result.scenario.clone(), result.target.clone()),
+                error.clone(),
+            );
         }
         for (metric, value) in &result.metrics {
             table
@@ -29,7 +32,10 @@ pub fn render(lines: &str) -> anyhow::Result<String> {
         }
     }
     let mut out = String::new();
-    writeln!(out, "| scenario | metric | Strata median (min–max) | Orthanc median (min–max) | Strata / Orthanc |")?;
+    writeln!(
+        out,
+        "| scenario | metric | Strata median (min–max) | Orthanc median (min–max) | Strata / Orthanc |"
+    )?;
     writeln!(out, "|---|---|---|---|---|")?;
     for ((scenario, metric), by_target) in &table {
         if by_target.contains_key("machine") {
@@ -37,20 +43,36 @@ pub fn render(lines: &str) -> anyhow::Result<String> {
         }
         let cell = |target: &str| match by_target.get(target) {
             Some(values) => format_spread(values),
-            None => errors.get(&(scenario.clone(), target.to_owned())).map_or("–".to_owned(), |_| "error".to_owned()),
+            None => errors
+                .get(&(scenario.clone(), target.to_owned()))
+                .map_or("–".to_owned(), |_| "error".to_owned()),
         };
         let ratio = match (by_target.get("strata"), by_target.get("orthanc")) {
-            (Some(strata), Some(orthanc)) if median(orthanc) != 0.0 => format!("{:.2}", median(strata) / median(orthanc)),
+            (Some(strata), Some(orthanc)) if median(orthanc) != 0.0 => {
+                format!("{:.2}", median(strata) / median(orthanc))
+            }
             _ => "–".to_owned(),
         };
-        writeln!(out, "| {scenario} | {metric} | {} | {} | {ratio} |", cell("strata"), cell("orthanc"))?;
+        writeln!(
+            out,
+            "| {scenario} | {metric} | {} | {} | {ratio} |",
+            cell("strata"),
+            cell("orthanc")
+        )?;
     }
-    let machine: Vec<_> = table.iter().filter(|(_, by_target)| by_target.contains_key("machine")).collect();
+    let machine: Vec<_> = table
+        .iter()
+        .filter(|(_, by_target)| by_target.contains_key("machine"))
+        .collect();
     if !machine.is_empty() {
         writeln!(out, "\n| machine limit | metric | median (min–max) |")?;
         writeln!(out, "|---|---|---|")?;
         for ((scenario, metric), by_target) in machine {
-            writeln!(out, "| {scenario} | {metric} | {} |", format_spread(&by_target["machine"]))?;
+            writeln!(
+                out,
+                "| {scenario} | {metric} | {} |",
+                format_spread(&by_target["machine"])
+            )?;
         }
     }
     if !errors.is_empty() {
@@ -104,8 +126,17 @@ mod tests {
         ]
         .join("\n");
         let report = render(&lines).unwrap();
-        assert!(report.contains("| stow-c1 | instances_per_s | 110 (100–120) | 50.0 | 2.20 |"), "{report}");
-        assert!(report.contains("| disk-write | mb_per_s | 900 |"), "{report}");
-        assert!(report.contains("strata / frame: GET answered 404"), "{report}");
+        assert!(
+            report.contains("| stow-c1 | instances_per_s | 110 (100–120) | 50.0 | 2.20 |"),
+            "{report}"
+        );
+        assert!(
+            report.contains("| disk-write | mb_per_s | 900 |"),
+            "{report}"
+        );
+        assert!(
+            report.contains("strata / frame: GET answered 404"),
+            "{report}"
+        );
     }
 }

@@ -26,13 +26,21 @@ impl RssSampler {
                 while !stop.load(Ordering::Relaxed) {
                     if let Some(kib) = rss_kib(pid) {
                         peak_kib.fetch_max(kib, Ordering::Relaxed);
-                        samples.lock().expect("not poisoned").push((started.elapsed().as_secs_f64(), kib));
+                        samples
+                            .lock()
+                            .expect("not poisoned")
+                            .push((started.elapsed().as_secs_f64(), kib));
                     }
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             })
         });
-        Self { peak_kib, samples, stop, task }
+        Self {
+            peak_kib,
+            samples,
+            stop,
+            task,
+        }
     }
 
     /// Stops sampling and returns the peak in MiB and the samples `(seconds, KiB)`.

@@ -86,7 +86,9 @@ const POPULATE_SEED: u64 = 900;
 
 /// Runs the scenario and returns its measurement.
 pub async fn run(args: RunArgs) -> anyhow::Result<BenchResult> {
-    let client = reqwest::Client::builder().pool_max_idle_per_host(64).build()?;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .build()?;
     let mut params = BTreeMap::new();
     let sampler = RssSampler::start(args.pid);
     let outcome = match args.scenario {
@@ -112,16 +114,29 @@ pub async fn run(args: RunArgs) -> anyhow::Result<BenchResult> {
             let instance = SyntheticInstance::ct(args.seed, 1, 1, 1, args.size, args.size);
             let url = format!(
                 "{}/studies/{}/series/{}/instances/{}/frames/1",
-                args.dicomweb, instance.study_instance_uid, instance.series_instance_uid, instance.sop_instance_uid
+                args.dicomweb,
+                instance.study_instance_uid,
+                instance.series_instance_uid,
+                instance.sop_instance_uid
             );
-            latency(&client, &args, &url, "multipart/related; type=\"application/octet-stream\"; transfer-syntax=*").await
+            latency(
+                &client,
+                &args,
+                &url,
+                "multipart/related; type=\"application/octet-stream\"; transfer-syntax=*",
+            )
+            .await
         }
         Scenario::Mixed => {
             params.insert("duration_secs".into(), args.duration_secs.into());
             Ok(BTreeMap::new())
         }
     };
-    let mixed = if args.scenario == Scenario::Mixed { Some(mixed(&client, &args).await) } else { None };
+    let mixed = if args.scenario == Scenario::Mixed {
+        Some(mixed(&client, &args).await)
+    } else {
+        None
+    };
     let (peak_rss_mb, samples) = sampler.finish().await;
     let (mut metrics, error) = match mixed.unwrap_or(outcome) {
         Ok(metrics) => (metrics, None),
@@ -132,10 +147,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<BenchResult> {
     }
     if args.scenario == Scenario::Mixed && !samples.is_empty() {
         let window = 60.0_f64.min(args.duration_secs as f64 / 4.0);
-        let end = samples.last().map(|(seconds, _)| *seconds).unwrap_or_default();
+        let end = samples
+            .last()
+            .map(|(seconds, _)| *seconds)
+            .unwrap_or_default();
         let average = |from: f64, to: f64| {
-            let chosen: Vec<f64> =
-                samples.iter().filter(|(s, _)| *s >= from && *s <= to).map(|(_, kib)| *kib as f64 / 1024.0).collect();
+            let chosen: Vec<f64> = samples
+                .iter()
+                .filter(|(s, _)| *s >= from && *s <= to)
+                .map(|(_, kib)| *kib as f64 / 1024.0)
+                .collect();
             chosen.iter().sum::<f64>() / chosen.len().max(1) as f64
         };
         let first = average(0.0, window);
@@ -145,7 +166,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<BenchResult> {
         metrics.insert("rss_growth_pct".into(), (last - first) / first * 100.0);
     }
     let scenario = scenario_name(&args);
-    Ok(BenchResult { target: args.target, scenario, params, metrics, error })
+    Ok(BenchResult {
+        target: args.target,
+        scenario,
+        params,
+        metrics,
+        error,
+    })
 }
 
 fn scenario_name(args: &RunArgs) -> String {
@@ -158,7 +185,10 @@ fn scenario_name(args: &RunArgs) -> String {
 
 fn series_url(args: &RunArgs, suffix: &str) -> String {
     let instance = SyntheticInstance::ct(args.seed, 1, 1, 1, args.size, args.size);
-    format!("{}/studies/{}/series/{}{suffix}", args.dicomweb, instance.study_instance_uid, instance.series_instance_uid)
+    format!(
+        "{}/studies/{}/series/{}{suffix}",
+        args.dicomweb, instance.study_instance_uid, instance.series_instance_uid
+    )
 }
 
 async fn post(client: &reqwest::Client, base: &str, objects: &[Vec<u8>]) -> anyhow::Result<()> {
@@ -172,7 +202,11 @@ async fn post(client: &reqwest::Client, base: &str, objects: &[Vec<u8>]) -> anyh
         .await?;
     let status = response.status();
     let text = response.text().await?;
-    anyhow::ensure!(status.is_success(), "STOW-RS answered {status}: {}", text.chars().take(300).collect::<String>());
+    anyhow::ensure!(
+        status.is_success(),
+        "STOW-RS answered {status}: {}",
+        text.chars().take(300).collect::<String>()
+    );
     Ok(())
 }
 
@@ -180,18 +214,29 @@ async fn stow(client: &reqwest::Client, args: &RunArgs) -> anyhow::Result<BTreeM
     // Generated before the clock starts: the client must not compete with the server for
     // the CPU while it is measured.
     let objects: Arc<Vec<Vec<u8>>> = Arc::new(
-        (1..=args.instances).map(|index| SyntheticInstance::ct(args.seed, 1, 1, index, args.size, args.size).to_part10()).collect(),
+        (1..=args.instances)
+            .map(|index| {
+                SyntheticInstance::ct(args.seed, 1, 1, index, args.size, args.size).to_part10()
+            })
+            .collect(),
     );
     let num_bytes: usize = objects.iter().map(Vec::len).sum();
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let workers: Vec<_> = (0..args.concurrency.max(1))
         .map(|_| {
-            let (client, objects, next, base) = (client.clone(), objects.clone(), next.clone(), args.dicomweb.clone());
+            let (client, objects, next, base) = (
+                client.clone(),
+                objects.clone(),
+                next.clone(),
+                args.dicomweb.clone(),
+            );
             tokio::spawn(async move {
                 loop {
                     let index = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(object) = objects.get(index) else { return Ok::<(), anyhow::Error>(()) };
+                    let Some(object) = objects.get(index) else {
+                        return Ok::<(), anyhow::Error>(());
+                    };
                     post(&client, &base, std::slice::from_ref(object)).await?;
                 }
             })
@@ -203,7 +248,10 @@ async fn stow(client: &reqwest::Client, args: &RunArgs) -> anyhow::Result<BTreeM
     let seconds = started.elapsed().as_secs_f64();
     Ok(BTreeMap::from([
         ("seconds".into(), seconds),
-        ("instances_per_s".into(), f64::from(args.instances) / seconds),
+        (
+            "instances_per_s".into(),
+            f64::from(args.instances) / seconds,
+        ),
         ("mb_per_s".into(), num_bytes as f64 / 1e6 / seconds),
     ]))
 }
@@ -213,13 +261,21 @@ fn populated_study(index: u32) -> SyntheticInstance {
     let mut instance = SyntheticInstance::ct(POPULATE_SEED, index, 1, 1, 16, 16);
     instance.patient_id = format!("PID{index:07}");
     instance.patient_name = format!("SYNTH^NAME{index:07}");
-    instance.study_date = format!("{}{:02}{:02}", 2020 + index % 5, 1 + index % 12, 1 + index % 28);
+    instance.study_date = format!(
+        "{}{:02}{:02}",
+        2020 + index % 5,
+        1 + index % 12,
+        1 + index % 28
+    );
     instance.modality = ["CT", "MR", "CR", "US"][(index % 4) as usize].to_owned();
     instance.accession_number = format!("A{index:08}");
     instance
 }
 
-async fn populate(client: &reqwest::Client, args: &RunArgs) -> anyhow::Result<BTreeMap<String, f64>> {
+async fn populate(
+    client: &reqwest::Client,
+    args: &RunArgs,
+) -> anyhow::Result<BTreeMap<String, f64>> {
     const BATCH: u32 = 100;
     let next = Arc::new(AtomicUsize::new(0));
     let first_study = args.from.max(1);
@@ -229,7 +285,12 @@ async fn populate(client: &reqwest::Client, args: &RunArgs) -> anyhow::Result<BT
     let started = Instant::now();
     let workers: Vec<_> = (0..args.concurrency.max(1))
         .map(|_| {
-            let (client, next, base, studies) = (client.clone(), next.clone(), args.dicomweb.clone(), args.studies);
+            let (client, next, base, studies) = (
+                client.clone(),
+                next.clone(),
+                args.dicomweb.clone(),
+                args.studies,
+            );
             let first_study = first_study;
             tokio::spawn(async move {
                 loop {
@@ -238,8 +299,9 @@ async fn populate(client: &reqwest::Client, args: &RunArgs) -> anyhow::Result<BT
                         return Ok::<(), anyhow::Error>(());
                     }
                     let first = first_study + batch as u32 * BATCH;
-                    let objects: Vec<Vec<u8>> =
-                        (first..(first + BATCH).min(studies + 1)).map(|index| populated_study(index).to_part10()).collect();
+                    let objects: Vec<Vec<u8>> = (first..(first + BATCH).min(studies + 1))
+                        .map(|index| populated_study(index).to_part10())
+                        .collect();
                     post(&client, &base, &objects).await?;
                 }
             })
@@ -249,7 +311,10 @@ async fn populate(client: &reqwest::Client, args: &RunArgs) -> anyhow::Result<BT
         worker.await??;
     }
     let seconds = started.elapsed().as_secs_f64();
-    Ok(BTreeMap::from([("seconds".into(), seconds), ("studies_per_s".into(), f64::from(num_studies) / seconds)]))
+    Ok(BTreeMap::from([
+        ("seconds".into(), seconds),
+        ("studies_per_s".into(), f64::from(num_studies) / seconds),
+    ]))
 }
 
 /// A small deterministic generator for picking query values.
@@ -267,7 +332,11 @@ impl Picker {
 const JSON: &str = "application/dicom+json";
 const DICOM: &str = "multipart/related; type=\"application/dicom\"; transfer-syntax=*";
 
-async fn timed_get(client: &reqwest::Client, url: &str, accept: &str) -> anyhow::Result<(f64, usize)> {
+async fn timed_get(
+    client: &reqwest::Client,
+    url: &str,
+    accept: &str,
+) -> anyhow::Result<(f64, usize)> {
     let started = Instant::now();
     let response = client.get(url).header("accept", accept).send().await?;
     let status = response.status();
@@ -301,13 +370,20 @@ async fn qido(client: &reqwest::Client, args: &RunArgs) -> anyhow::Result<BTreeM
                     let month = &study.study_date[..6];
                     format!("StudyDate={month}01-{month}10&limit=100")
                 }
-                _ => format!("ModalitiesInStudy={}&limit=100", ["CT", "MR", "CR", "US"][(study % 4) as usize]),
+                _ => format!(
+                    "ModalitiesInStudy={}&limit=100",
+                    ["CT", "MR", "CR", "US"][(study % 4) as usize]
+                ),
             };
-            let (milliseconds, bytes) = timed_get(client, &format!("{}/studies?{query}", args.dicomweb), JSON).await?;
+            let (milliseconds, bytes) =
+                timed_get(client, &format!("{}/studies?{query}", args.dicomweb), JSON).await?;
             latencies.push(milliseconds);
             num_results += bytes;
         }
-        anyhow::ensure!(num_results > 0, "no query of kind {kind} returned anything: is the archive populated?");
+        anyhow::ensure!(
+            num_results > 0,
+            "no query of kind {kind} returned anything: is the archive populated?"
+        );
         latencies.sort_by(f64::total_cmp);
         metrics.insert(format!("{kind}_p50_ms"), percentile(&latencies, 0.5));
         metrics.insert(format!("{kind}_p95_ms"), percentile(&latencies, 0.95));
@@ -315,7 +391,12 @@ async fn qido(client: &reqwest::Client, args: &RunArgs) -> anyhow::Result<BTreeM
     Ok(metrics)
 }
 
-async fn latency(client: &reqwest::Client, args: &RunArgs, url: &str, accept: &str) -> anyhow::Result<BTreeMap<String, f64>> {
+async fn latency(
+    client: &reqwest::Client,
+    args: &RunArgs,
+    url: &str,
+    accept: &str,
+) -> anyhow::Result<BTreeMap<String, f64>> {
     let mut latencies = Vec::with_capacity(args.repeat as usize);
     let mut num_bytes = 0;
     for _ in 0..args.repeat {
@@ -331,12 +412,19 @@ async fn latency(client: &reqwest::Client, args: &RunArgs, url: &str, accept: &s
     ]))
 }
 
-async fn retrieve(client: &reqwest::Client, args: &RunArgs) -> anyhow::Result<BTreeMap<String, f64>> {
+async fn retrieve(
+    client: &reqwest::Client,
+    args: &RunArgs,
+) -> anyhow::Result<BTreeMap<String, f64>> {
     let instance = SyntheticInstance::ct(args.seed, 1, 1, 1, args.size, args.size);
     let url = format!("{}/studies/{}", args.dicomweb, instance.study_instance_uid);
     let started = Instant::now();
     let response = client.get(&url).header("accept", DICOM).send().await?;
-    anyhow::ensure!(response.status().is_success(), "GET {url} answered {}", response.status());
+    anyhow::ensure!(
+        response.status().is_success(),
+        "GET {url} answered {}",
+        response.status()
+    );
     let mut num_bytes = 0u64;
     let mut stream = response.bytes_stream();
     while let Some(chunk) = stream.next().await {
@@ -357,15 +445,32 @@ async fn mixed(client: &reqwest::Client, args: &RunArgs) -> anyhow::Result<BTree
     let mut num_requests = 0u64;
     while Instant::now() < deadline {
         round += 1;
-        let objects: Vec<Vec<u8>> =
-            (1..=10).map(|index| SyntheticInstance::ct(args.seed + 7_000, round, 1, index, 256, 256).to_part10()).collect();
+        let objects: Vec<Vec<u8>> = (1..=10)
+            .map(|index| {
+                SyntheticInstance::ct(args.seed + 7_000, round, 1, index, 256, 256).to_part10()
+            })
+            .collect();
         post(client, &args.dicomweb, &objects).await?;
         let instance = SyntheticInstance::ct(args.seed + 7_000, round, 1, 1, 256, 256);
-        timed_get(client, &format!("{}/studies?PatientID={}", args.dicomweb, instance.patient_id), JSON).await?;
-        let series = format!("{}/studies/{}/series/{}", args.dicomweb, instance.study_instance_uid, instance.series_instance_uid);
+        timed_get(
+            client,
+            &format!(
+                "{}/studies?PatientID={}",
+                args.dicomweb, instance.patient_id
+            ),
+            JSON,
+        )
+        .await?;
+        let series = format!(
+            "{}/studies/{}/series/{}",
+            args.dicomweb, instance.study_instance_uid, instance.series_instance_uid
+        );
         timed_get(client, &format!("{series}/metadata"), JSON).await?;
         timed_get(client, &series, DICOM).await?;
         num_requests += 4;
     }
-    Ok(BTreeMap::from([("requests".into(), num_requests as f64), ("instances_stored".into(), f64::from(round) * 10.0)]))
+    Ok(BTreeMap::from([
+        ("requests".into(), num_requests as f64),
+        ("instances_stored".into(), f64::from(round) * 10.0),
+    ]))
 }
