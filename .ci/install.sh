@@ -10,8 +10,8 @@ STRATA_CI_PG_BIN="${STRATA_CI_PG_BIN:-/usr/lib/postgresql/15/bin}"
 STRATA_CI_GARAGE_VERSION="2.5.0"
 STRATA_CI_GARAGE_TARGET_DIR="${STRATA_CI_GARAGE_TARGET_DIR:-/var/cache/strata/garage-target}"
 # Python modules the end-to-end tests import, and the PyPI packages providing them.
-STRATA_CI_PYTHON_MODULES=(dicomweb_client pydicom pytest requests boto3)
-STRATA_CI_PIP_PACKAGES=(dicomweb-client pydicom pytest requests boto3)
+STRATA_CI_PYTHON_MODULES=(dicomweb_client pydicom pytest requests boto3 fhir.resources.R4B pynetdicom)
+STRATA_CI_PIP_PACKAGES=(dicomweb-client pydicom pytest requests boto3 "fhir.resources>=8,<9" "pynetdicom>=3,<4")
 
 # Returns 0 when the Debian package is installed.
 strata_ci_dpkg_installed() {

@@ -94,7 +94,7 @@ fn format_spread(values: &[f64]) -> String {
     let min = values.iter().copied().fold(f64::INFINITY, f64::min);
     let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     if values.len() == 1 {
-        format!("{}", round(values[0]))
+        round(values[0])
     } else {
         format!("{} ({}–{})", round(median(values)), round(min), round(max))
     }

@@ -179,6 +179,7 @@ fn scenario_name(args: &RunArgs) -> String {
     match args.scenario {
         Scenario::Stow => format!("stow-c{}", args.concurrency),
         Scenario::Qido => format!("qido-{}", args.studies),
+        Scenario::Populate => format!("populate-{}-{}", args.from.max(1), args.studies),
         other => format!("{other:?}").to_lowercase(),
     }
 }
@@ -291,7 +292,6 @@ async fn populate(
                 args.dicomweb.clone(),
                 args.studies,
             );
-            let first_study = first_study;
             tokio::spawn(async move {
                 loop {
                     let batch = next.fetch_add(1, Ordering::Relaxed);

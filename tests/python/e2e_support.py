@@ -400,6 +400,8 @@ def wado_get(base_url: str, path: str, accept: str = DICOM_MULTIPART_ANY_TRANSFE
 
 _ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 # Matches `http_addr=127.0.0.1:1234` in text logs and `"http_addr":"127.0.0.1:1234"` in JSON logs.
+# Matches `dimse_addr=127.0.0.1:11112` (text logs) and `"dimse_addr":"127.0.0.1:11112"` (JSON).
+_DIMSE_ADDR = re.compile(r'dimse_addr"?\s*[=:]\s*"?((?:\d{1,3}(?:\.\d{1,3}){3}|localhost):\d+)')
 _HTTP_ADDR = re.compile(r'http_addr"?\s*[=:]\s*"?((?:\d{1,3}(?:\.\d{1,3}){3}|\[[0-9a-fA-F:]+\]|localhost):\d+)')
 
 
@@ -452,7 +454,16 @@ class StrataServer:
 
     def start(self, timeout_seconds: float) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        command = [str(self.binary), "serve", "--data-dir", str(self.data_dir), "--http-addr", "127.0.0.1:0"]
+        command = [
+            str(self.binary),
+            "serve",
+            "--data-dir",
+            str(self.data_dir),
+            "--http-addr",
+            "127.0.0.1:0",
+            "--dimse-addr",
+            "127.0.0.1:0",
+        ]
         self.process = subprocess.Popen(
             command,
             stdin=subprocess.DEVNULL,
@@ -503,6 +514,18 @@ class StrataServer:
 
     def is_running(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+    @property
+    def dimse_addr(self) -> tuple[str, int]:
+        """The DIMSE listener's address, from the `dimse listener ready` log line."""
+        with self._lines_lock:
+            lines = list(self._lines)
+        for line in lines:
+            address_match = _DIMSE_ADDR.search(line)
+            if address_match:
+                host, _, port = address_match.group(1).rpartition(":")
+                return host, int(port)
+        raise AssertionError(f"no `dimse_addr=` in the log of {self.label}")
 
     def has_crashed(self) -> bool:
         """Whether the process ended without being stopped by the harness."""

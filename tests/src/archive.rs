@@ -80,6 +80,7 @@ impl TestArchive {
             ..NodeConfig::default()
         };
         config.http.addr = "127.0.0.1:0".to_owned();
+        config.dimse.addr = "127.0.0.1:0".to_owned();
         let mut s3 = None;
         let mut postgres_database = None;
         let unique = uuid::Uuid::new_v4().simple().to_string();

@@ -11,6 +11,7 @@
 //! ```
 
 mod matching;
+mod ordering;
 mod records;
 mod results;
 mod storing;
@@ -30,6 +31,7 @@ pub use matching::{
     every_match_key, list_matching, modalities_in_study, range_matching, sequence_matching,
     single_and_wildcard_case_rules,
 };
+pub use ordering::fhir_search_support;
 pub use records::{
     CT_IMAGE_STORAGE, EXPLICIT_VR_LITTLE_ENDIAN, MR_IMAGE_STORAGE, SECONDARY_CAPTURE_IMAGE_STORAGE,
     synthetic_record, synthetic_series_uid, synthetic_sha256, synthetic_sop_instance_uid,
@@ -109,6 +111,7 @@ macro_rules! catalog_conformance_tests {
             scopes,
             paging,
             computed_attributes_and_metadata,
+            fhir_search_support,
         );
     };
     (@scenarios $factory:path; $($scenario:ident),* $(,)?) => {

@@ -59,6 +59,17 @@ pub trait Catalog: Send + Sync + 'static {
     /// level) so that paging never skips or repeats.
     async fn query(&self, query: &CatalogQuery) -> CatalogResult<Vec<QueryMatch>>;
 
+    /// Runs the same query as [`Catalog::query`] with the matches in `order` (FHIR `_sort`).
+    async fn query_in_order(
+        &self,
+        query: &CatalogQuery,
+        order: QueryOrder,
+    ) -> CatalogResult<Vec<QueryMatch>>;
+
+    /// Returns how many entities `query` matches, ignoring its limit and offset (FHIR
+    /// `Bundle.total`).
+    async fn count_matches(&self, query: &CatalogQuery) -> CatalogResult<u64>;
+
     /// Returns up to `limit` events with a sequence greater than `after`, oldest first.
     async fn events_after(&self, after: i64, limit: u32) -> CatalogResult<Vec<CatalogEvent>>;
 

@@ -61,6 +61,9 @@ pub struct InstanceAttributes {
     pub columns: Option<i64>,
     pub bits_allocated: Option<i64>,
     pub number_of_frames: Option<i64>,
+    /// A human-readable title (FHIR `ImagingStudy.series.instance.title`): Content Label,
+    /// Concept Name meaning, Document Title or Image Type, whichever comes first; may be empty.
+    pub title: String,
     /// The transfer syntax the object is stored in.
     pub transfer_syntax_uid: String,
     pub specific_character_set: String,

@@ -48,6 +48,26 @@ pub enum MatchKey {
     SopInstanceUid,
     SopClassUid,
     InstanceNumber,
+    // computed
+    /// The catalog's own key of a patient ([`QueryMatch::patient_key`]); FHIR Patient ids.
+    /// Matched as an integer.
+    PatientKey,
+    /// When the study last changed: the storage time (Unix milliseconds) of its newest
+    /// instance ([`QueryMatch::last_updated_ms`]). Matched as an integer; ranges are inclusive.
+    LastUpdated,
+}
+
+/// The order a query returns its matches in. Every order ends with the primary key of the
+/// level, so that paging never skips or repeats.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum QueryOrder {
+    /// Storage order (the primary key of the level).
+    #[default]
+    Storage,
+    /// Study Date then Study Time, oldest first; studies without a date last.
+    StudyDateAscending,
+    /// Study Date then Study Time, newest first; studies without a date last.
+    StudyDateDescending,
 }
 
 /// How one key matches, per PS3.4 C.2.2.2.
@@ -90,6 +110,9 @@ pub struct CatalogQuery {
 /// classes in study).
 #[derive(Debug, Clone, PartialEq)]
 pub struct QueryMatch {
+    /// The catalog's key of the patient: stable for the life of the catalog, and the same for
+    /// every study of one (Patient ID, Issuer of Patient ID).
+    pub patient_key: i64,
     pub patient: crate::PatientAttributes,
     pub study: crate::StudyAttributes,
     /// Present at series and instance level.
@@ -108,4 +131,7 @@ pub struct QueryMatch {
     pub sop_classes_in_study: Vec<String>,
     /// DICOM JSON of one instance of the entity, when `with_metadata` was asked.
     pub metadata_json: Option<String>,
+    /// Storage time (Unix milliseconds) of the newest instance of the study: when the study
+    /// last changed.
+    pub last_updated_ms: i64,
 }

@@ -25,7 +25,7 @@ use tracing::info;
 
 use crate::{
     Catalog, CatalogError, CatalogErrorKind, CatalogEvent, CatalogQuery, CatalogResult, EventKind,
-    InstanceLocation, InstanceRecord, QueryMatch, StoreOutcome, StoredObject,
+    InstanceLocation, InstanceRecord, QueryMatch, QueryOrder, StoreOutcome, StoredObject,
 };
 use builder::SqlBuilder;
 use uri::{CatalogUri, parse_catalog_uri, prepare_sqlite_url};
@@ -334,7 +334,19 @@ impl Catalog for SqlCatalog {
     }
 
     async fn query(&self, query: &CatalogQuery) -> CatalogResult<Vec<QueryMatch>> {
-        search::run_query(self, query).await
+        search::run_query(self, query, QueryOrder::Storage).await
+    }
+
+    async fn query_in_order(
+        &self,
+        query: &CatalogQuery,
+        order: QueryOrder,
+    ) -> CatalogResult<Vec<QueryMatch>> {
+        search::run_query(self, query, order).await
+    }
+
+    async fn count_matches(&self, query: &CatalogQuery) -> CatalogResult<u64> {
+        search::count_matches(self, query).await
     }
 
     async fn events_after(&self, after: i64, limit: u32) -> CatalogResult<Vec<CatalogEvent>> {

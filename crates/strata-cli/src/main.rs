@@ -8,6 +8,9 @@ use strata_config::NodeConfig;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+mod dimse_cli;
+mod search_cli;
+
 /// Strata: a Vendor Neutral Archive for medical images.
 ///
 /// Runs on embedded defaults (SQLite catalog and local object directory under ./strata-data,
@@ -27,6 +30,34 @@ struct Cli {
     command: Command,
 }
 
+/// DIMSE listener flags of `strata serve`.
+#[derive(Debug, clap::Args)]
+struct DimseFlags {
+    /// DIMSE listen address; port 0 picks a free port [default: 127.0.0.1:11112].
+    #[arg(long, value_name = "HOST:PORT")]
+    dimse_addr: Option<String>,
+    /// This node's AE title [default: STRATA].
+    #[arg(long, value_name = "AE_TITLE")]
+    ae_title: Option<String>,
+    /// A known C-MOVE destination, repeatable: `--dimse-peer PACS@10.0.0.5:104`.
+    #[arg(long, value_name = "AE@HOST:PORT")]
+    dimse_peer: Vec<String>,
+}
+
+/// The peer of `strata echo` and `strata store`.
+#[derive(Debug, clap::Args)]
+struct DimseTarget {
+    /// The peer's address.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:11112")]
+    dimse_addr: String,
+    /// The peer's (called) AE title.
+    #[arg(long, value_name = "AE_TITLE", default_value = "STRATA")]
+    ae_title: String,
+    /// Our (calling) AE title.
+    #[arg(long, value_name = "AE_TITLE", default_value = "STRATA_SCU")]
+    calling_ae_title: String,
+}
+
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum LogFormat {
     Text,
@@ -43,6 +74,21 @@ enum Command {
         /// HTTP listen address; port 0 picks a free port [default: 127.0.0.1:8080].
         #[arg(long, value_name = "HOST:PORT")]
         http_addr: Option<String>,
+        #[command(flatten)]
+        dimse: DimseFlags,
+    },
+    /// Sends a C-ECHO (DICOM verification) to a DIMSE peer and prints its status.
+    Echo {
+        #[command(flatten)]
+        target: DimseTarget,
+    },
+    /// Sends DICOM files (and every file under the given folders) with C-STORE.
+    Store {
+        #[command(flatten)]
+        target: DimseTarget,
+        /// Files or folders to send.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
     },
     /// Applies the catalog's schema migrations and exits (run once before rolling out replicas).
     Migrate {
@@ -50,6 +96,9 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Searches the full-text metadata index: `strata search "right lung nodule"`;
+    /// `strata search rebuild` rebuilds it from the catalog (docs/search.md).
+    Search(search_cli::SearchArgs),
     /// Prints the effective configuration (secrets hidden) and exits.
     Config {
         /// Directory for embedded state [default: ./strata-data].
@@ -85,8 +134,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve {
             data_dir,
             http_addr,
+            dimse,
         } => {
-            let config = load_config(cli.config, data_dir, http_addr)?;
+            let mut config = load_config(cli.config, data_dir, http_addr)?;
+            apply_dimse_flags(&mut config, dimse)?;
             let shutdown = CancellationToken::new();
             let signal_token = shutdown.clone();
             tokio::spawn(async move {
@@ -95,6 +146,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             });
             strata_serve::serve_node(config, shutdown).await
         }
+        Command::Echo { target } => dimse_cli::echo(target).await,
+        Command::Search(args) => search_cli::run(cli.config, args).await,
+        Command::Store { target, paths } => dimse_cli::store(target, paths).await,
         Command::Migrate { data_dir } => {
             let config = load_config(cli.config, data_dir, None)?;
             strata_catalog::open_catalog(&config.catalog.uri, 1)
@@ -138,6 +192,27 @@ fn load_config(
         env.push(("STRATA__HTTP__ADDR".to_owned(), http_addr));
     }
     Ok(NodeConfig::load(config_file.as_deref(), env)?)
+}
+
+/// Applies the DIMSE flags (highest precedence) and validates the result again.
+fn apply_dimse_flags(config: &mut NodeConfig, flags: DimseFlags) -> anyhow::Result<()> {
+    if let Some(dimse_addr) = flags.dimse_addr {
+        config.dimse.addr = dimse_addr;
+    }
+    if let Some(ae_title) = flags.ae_title {
+        config.dimse.ae_title = ae_title;
+    }
+    for peer in flags.dimse_peer {
+        let (ae_title, address) = peer
+            .split_once('@')
+            .with_context(|| format!("--dimse-peer `{peer}` is not AE@HOST:PORT"))?;
+        config
+            .dimse
+            .peers
+            .insert(ae_title.to_owned(), address.to_owned());
+    }
+    *config = config.clone().resolved()?;
+    Ok(())
 }
 
 fn json_text(config: &NodeConfig) -> anyhow::Result<String> {

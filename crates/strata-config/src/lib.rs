@@ -6,8 +6,10 @@
 //! any port opens. Depends only on `strata-types`.
 
 mod node;
+mod search;
 
 pub use node::{
-    CatalogConfig, ConfigError, DicomwebConfig, HttpConfig, IngestConfig, NodeConfig, S3Config,
-    StorageConfig,
+    CatalogConfig, ConfigError, DicomwebConfig, DimseConfig, HttpConfig, IngestConfig, NodeConfig,
+    S3Config, StorageConfig,
 };
+pub use search::SearchConfig;

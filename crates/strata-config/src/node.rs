@@ -33,6 +33,8 @@ pub struct NodeConfig {
     pub storage: StorageConfig,
     pub ingest: IngestConfig,
     pub dicomweb: DicomwebConfig,
+    pub dimse: DimseConfig,
+    pub search: crate::SearchConfig,
 }
 
 /// The HTTP listener.
@@ -110,6 +112,30 @@ pub struct DicomwebConfig {
     pub max_query_results: u64,
 }
 
+/// The DIMSE listener (C-ECHO, C-STORE, C-FIND, C-MOVE, C-GET). See PS3.7 and PS3.8.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DimseConfig {
+    /// Whether the node runs a DIMSE listener.
+    pub enabled: bool,
+    /// Listen address, `HOST:PORT`. Port 0 picks a free port (logged at start-up).
+    pub addr: String,
+    /// This node's AE title (at most 16 characters).
+    pub ae_title: String,
+    /// Calling AE titles allowed to associate; empty means any.
+    pub accepted_calling_ae_titles: Vec<String>,
+    /// The largest PDU this node receives, in bytes.
+    pub max_pdu: u32,
+    /// Associations served at the same time; more are refused (local limit exceeded).
+    pub max_associations: usize,
+    /// ARTIM timeout: how long a new connection may take to send its A-ASSOCIATE-RQ, seconds.
+    pub artim_timeout_seconds: u64,
+    /// How long an established association may stay silent before it is aborted, seconds.
+    pub idle_timeout_seconds: u64,
+    /// Known peers for C-MOVE destinations: AE title → `HOST:PORT`.
+    pub peers: std::collections::BTreeMap<String, String>,
+}
+
 impl Default for NodeConfig {
     fn default() -> Self {
         Self {
@@ -119,6 +145,29 @@ impl Default for NodeConfig {
             storage: StorageConfig::default(),
             ingest: IngestConfig::default(),
             dicomweb: DicomwebConfig::default(),
+            dimse: DimseConfig::default(),
+            search: crate::SearchConfig::default(),
+        }
+    }
+}
+
+/// The default DIMSE listen address.
+pub const DEFAULT_DIMSE_ADDR: &str = "127.0.0.1:11112";
+/// The default DIMSE AE title.
+pub const DEFAULT_AE_TITLE: &str = "STRATA";
+
+impl Default for DimseConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            addr: DEFAULT_DIMSE_ADDR.to_owned(),
+            ae_title: DEFAULT_AE_TITLE.to_owned(),
+            accepted_calling_ae_titles: Vec::new(),
+            max_pdu: 65536,
+            max_associations: 64,
+            artim_timeout_seconds: 30,
+            idle_timeout_seconds: 300,
+            peers: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -222,6 +271,9 @@ impl NodeConfig {
         if self.ingest.spool_dir.is_none() {
             self.ingest.spool_dir = Some(self.data_dir.join("spool"));
         }
+        if self.search.index_dir.is_none() {
+            self.search.index_dir = Some(self.data_dir.join("search"));
+        }
         self.validate()?;
         Ok(self)
     }
@@ -232,6 +284,14 @@ impl NodeConfig {
             .spool_dir
             .clone()
             .unwrap_or_else(|| self.data_dir.join("spool"))
+    }
+
+    /// Returns the DIMSE listen address, parsed.
+    pub fn dimse_socket_addr(&self) -> Result<SocketAddr, ConfigError> {
+        parse_socket_addr(&self.dimse.addr).map_err(|_| ConfigError::Invalid {
+            key: "dimse.addr",
+            reason: format!("`{}` is not a HOST:PORT address", self.dimse.addr),
+        })
     }
 
     /// Returns the HTTP listen address, parsed.
@@ -294,11 +354,50 @@ impl NodeConfig {
                 reason: "must be at least 1".to_owned(),
             });
         }
+        if self.dimse.enabled {
+            self.validate_dimse()?;
+        }
+        self.search.validate()?;
         if self.dicomweb.max_query_results == 0 {
             return Err(ConfigError::Invalid {
                 key: "dicomweb.max_query_results",
                 reason: "must be at least 1".to_owned(),
             });
+        }
+        Ok(())
+    }
+}
+
+impl NodeConfig {
+    fn validate_dimse(&self) -> Result<(), ConfigError> {
+        self.dimse_socket_addr()?;
+        let valid_ae_title =
+            |title: &str| !title.trim().is_empty() && title.len() <= 16 && title.is_ascii();
+        if !valid_ae_title(&self.dimse.ae_title) {
+            return Err(ConfigError::Invalid {
+                key: "dimse.ae_title",
+                reason: "must be 1 to 16 ASCII characters".to_owned(),
+            });
+        }
+        if self.dimse.max_pdu < 4096 {
+            return Err(ConfigError::Invalid {
+                key: "dimse.max_pdu",
+                reason: "must be at least 4096".to_owned(),
+            });
+        }
+        if self.dimse.max_associations == 0 {
+            return Err(ConfigError::Invalid {
+                key: "dimse.max_associations",
+                reason: "must be at least 1".to_owned(),
+            });
+        }
+        for (ae_title, address) in &self.dimse.peers {
+            if !valid_ae_title(ae_title) || parse_socket_addr(address).is_err() {
+                return Err(ConfigError::Invalid {
+                    key: "dimse.peers",
+                    reason: format!("`{ae_title}` = `{address}` is not AE_TITLE = \"HOST:PORT\""),
+                });
+            }
         }
         Ok(())
     }
@@ -415,6 +514,50 @@ mod tests {
         )
         .unwrap_err();
         assert!(error.to_string().contains("allow_http"), "{error}");
+    }
+}
+
+#[cfg(test)]
+mod dimse_tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(key, value)| (key.to_string(), value.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn test_dimse_defaults_and_env_peers() {
+        let config = NodeConfig::load(
+            None,
+            env(&[
+                ("STRATA__DIMSE__AE_TITLE", "ARCHIVE"),
+                ("STRATA__DIMSE__PEERS__PACS", "10.0.0.5:104"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.dimse.addr, DEFAULT_DIMSE_ADDR);
+        assert_eq!(config.dimse.ae_title, "ARCHIVE");
+        // Environment keys are lowercased; C-MOVE matches peer AE titles case-insensitively.
+        assert_eq!(config.dimse.peers["pacs"], "10.0.0.5:104");
+    }
+
+    #[test]
+    fn test_bad_dimse_values_name_the_key() {
+        let error = NodeConfig::load(
+            None,
+            env(&[("STRATA__DIMSE__AE_TITLE", "A_TITLE_LONGER_THAN_16")]),
+        )
+        .unwrap_err();
+        assert!(error.to_string().contains("dimse.ae_title"), "{error}");
+        let error =
+            NodeConfig::load(None, env(&[("STRATA__DIMSE__ADDR", "nonsense")])).unwrap_err();
+        assert!(error.to_string().contains("dimse.addr"), "{error}");
+        let error =
+            NodeConfig::load(None, env(&[("STRATA__DIMSE__PEERS__PACS", "no-port")])).unwrap_err();
+        assert!(error.to_string().contains("dimse.peers"), "{error}");
     }
 }
 

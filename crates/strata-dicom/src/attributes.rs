@@ -47,6 +47,9 @@ pub struct ExtractedAttributes {
     pub columns: Option<i64>,
     pub bits_allocated: Option<i64>,
     pub number_of_frames: Option<i64>,
+    /// Content Label, Concept Name meaning, Document Title or Image Type, whichever comes
+    /// first (the DICOM mapping of FHIR `ImagingStudy.series.instance.title`); may be empty.
+    pub title: String,
     pub transfer_syntax_uid: String,
 }
 
@@ -159,10 +162,31 @@ impl ExtractedAttributes {
             columns: integer(object, tags::COLUMNS),
             bits_allocated: integer(object, tags::BITS_ALLOCATED),
             number_of_frames: integer(object, tags::NUMBER_OF_FRAMES),
+            title: title(object),
             transfer_syntax_uid: transfer_syntax_uid.trim_end_matches(['\0', ' ']).to_owned(),
         };
         Ok((attributes, warnings))
     }
+}
+
+/// The first non-empty of Content Label (0070,0080), Concept Name Code Sequence > Code Meaning
+/// (0040,A043 > 0008,0104), Document Title (0042,0010) and Image Type (0008,0008).
+fn title(object: &InMemDicomObject) -> String {
+    let concept_name = object
+        .get(tags::CONCEPT_NAME_CODE_SEQUENCE)
+        .and_then(|element| element.items())
+        .and_then(|items| items.first())
+        .map(|item| text(item, tags::CODE_MEANING))
+        .unwrap_or_default();
+    [
+        text(object, tags::CONTENT_LABEL),
+        concept_name,
+        text(object, tags::DOCUMENT_TITLE),
+        text(object, tags::IMAGE_TYPE),
+    ]
+    .into_iter()
+    .find(|candidate| !candidate.is_empty())
+    .unwrap_or_default()
 }
 
 /// Returns the name of SOP classes whose IODs have no Patient, Study and Series modules

@@ -8,8 +8,8 @@
 //! decoders come from the `encoding` crate; only the ISO 2022 state machine is written here,
 //! because no crate implements DICOM's use of it.
 
-use dicom_core::value::{PrimitiveValue, Value};
 use dicom_core::header::Header;
+use dicom_core::value::{PrimitiveValue, Value};
 use dicom_core::{DataElement, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
@@ -53,14 +53,21 @@ pub(crate) fn redecode_iso2022(object: &mut InMemDicomObject, inherited: &str) {
         match element.value() {
             Value::Primitive(primitive)
                 if needs_iso2022(&charset)
-                    && matches!(element.vr(), VR::PN | VR::LO | VR::SH | VR::LT | VR::ST | VR::UT | VR::UC) =>
+                    && matches!(
+                        element.vr(),
+                        VR::PN | VR::LO | VR::SH | VR::LT | VR::ST | VR::UT | VR::UC
+                    ) =>
             {
                 let values: Vec<String> = primitive
                     .to_multi_str()
                     .iter()
                     .map(|value| decode(&recover_bytes(value, &charset), &charset))
                     .collect();
-                replacements.push(DataElement::new(element.tag(), element.vr(), PrimitiveValue::Strs(values.into())));
+                replacements.push(DataElement::new(
+                    element.tag(),
+                    element.vr(),
+                    PrimitiveValue::Strs(values.into()),
+                ));
             }
             Value::Sequence(_) => {
                 let mut element = element.clone();
@@ -81,7 +88,11 @@ pub(crate) fn redecode_iso2022(object: &mut InMemDicomObject, inherited: &str) {
 
 /// Turns a string dicom-rs decoded with the first character set back into the bytes it read.
 fn recover_bytes(decoded: &str, specific_character_set: &str) -> Vec<u8> {
-    let first = specific_character_set.split('\\').next().unwrap_or_default().trim();
+    let first = specific_character_set
+        .split('\\')
+        .next()
+        .unwrap_or_default()
+        .trim();
     let katakana_first = first.ends_with("IR 13");
     decoded
         .chars()
@@ -100,7 +111,11 @@ fn recover_bytes(decoded: &str, specific_character_set: &str) -> Vec<u8> {
 
 /// The designations a value starts with, from the first value of Specific Character Set.
 fn initial_designations(specific_character_set: &str) -> (Designation, Designation) {
-    let first = specific_character_set.split('\\').next().unwrap_or_default().trim();
+    let first = specific_character_set
+        .split('\\')
+        .next()
+        .unwrap_or_default()
+        .trim();
     let g1 = match first.rsplit(' ').next().unwrap_or_default() {
         "13" => Designation::JisX0201Katakana,
         "100" => Designation::SingleByte(100),
@@ -154,7 +169,10 @@ fn decode(bytes: &[u8], specific_character_set: &str) -> String {
             continue;
         }
         if byte < 0x80 {
-            if g0 == Designation::JisX0208 && (0x21..=0x7E).contains(&byte) && index + 1 < bytes.len() {
+            if g0 == Designation::JisX0208
+                && (0x21..=0x7E).contains(&byte)
+                && index + 1 < bytes.len()
+            {
                 let mut sequence = b"\x1b$B".to_vec();
                 sequence.extend_from_slice(&bytes[index..index + 2]);
                 sequence.extend_from_slice(b"\x1b(B");
@@ -175,13 +193,19 @@ fn decode(bytes: &[u8], specific_character_set: &str) -> String {
                 index += 1;
             }
             Designation::KsX1001 | Designation::Gb2312 if index + 1 < bytes.len() => {
-                let codec: EncodingRef =
-                    if g1 == Designation::KsX1001 { encoding::all::WINDOWS_949 } else { encoding::all::GBK };
+                let codec: EncodingRef = if g1 == Designation::KsX1001 {
+                    encoding::all::WINDOWS_949
+                } else {
+                    encoding::all::GBK
+                };
                 out.push_str(&decode_with(codec, &bytes[index..index + 2]));
                 index += 2;
             }
             Designation::SingleByte(iso_ir) => {
-                out.push_str(&decode_with(single_byte_codec(iso_ir), &bytes[index..index + 1]));
+                out.push_str(&decode_with(
+                    single_byte_codec(iso_ir),
+                    &bytes[index..index + 1],
+                ));
                 index += 1;
             }
             _ => {
@@ -208,7 +232,9 @@ fn single_byte_codec(iso_ir: u16) -> EncodingRef {
 }
 
 fn decode_with(codec: EncodingRef, bytes: &[u8]) -> String {
-    codec.decode(bytes, DecoderTrap::Replace).unwrap_or_else(|_| "\u{FFFD}".to_owned())
+    codec
+        .decode(bytes, DecoderTrap::Replace)
+        .unwrap_or_else(|_| "\u{FFFD}".to_owned())
 }
 
 #[cfg(test)]
@@ -218,21 +244,31 @@ mod tests {
     #[test]
     fn test_japanese_kanji_and_hiragana_with_escapes() {
         // "Yamada^Tarou=山田^太郎=やまだ^たろう" from PS3.5 Annex H.
-        let bytes = b"Yamada^Tarou=\x1b$B;3ED\x1b(B^\x1b$BB@O:\x1b(B=\x1b$B$d$^$@\x1b(B^\x1b$B$?$m$&\x1b(B";
-        assert_eq!(decode(bytes, "\\ISO 2022 IR 87"), "Yamada^Tarou=山田^太郎=やまだ^たろう");
+        let bytes =
+            b"Yamada^Tarou=\x1b$B;3ED\x1b(B^\x1b$BB@O:\x1b(B=\x1b$B$d$^$@\x1b(B^\x1b$B$?$m$&\x1b(B";
+        assert_eq!(
+            decode(bytes, "\\ISO 2022 IR 87"),
+            "Yamada^Tarou=山田^太郎=やまだ^たろう"
+        );
     }
 
     #[test]
     fn test_half_width_katakana_in_g1() {
         let bytes = b"\xd4\xcf\xc0\xde^\xc0\xdb\xb3=\x1b$B;3ED\x1b(B^\x1b$BB@O:\x1b(B";
-        assert_eq!(decode(bytes, "ISO 2022 IR 13\\ISO 2022 IR 87"), "ﾔﾏﾀﾞ^ﾀﾛｳ=山田^太郎");
+        assert_eq!(
+            decode(bytes, "ISO 2022 IR 13\\ISO 2022 IR 87"),
+            "ﾔﾏﾀﾞ^ﾀﾛｳ=山田^太郎"
+        );
     }
 
     #[test]
     fn test_korean_in_g1() {
         // "Hong^Gildong=洪^吉洞=홍^길동" from PS3.5 Annex I.
         let bytes = b"Hong^Gildong=\x1b$)C\xfb\xf3^\x1b$)C\xd1\xce\xd4\xd7=\x1b$)C\xc8\xab^\x1b$)C\xb1\xe6\xb5\xbf";
-        assert_eq!(decode(bytes, "\\ISO 2022 IR 149"), "Hong^Gildong=洪^吉洞=홍^길동");
+        assert_eq!(
+            decode(bytes, "\\ISO 2022 IR 149"),
+            "Hong^Gildong=洪^吉洞=홍^길동"
+        );
     }
 
     #[test]

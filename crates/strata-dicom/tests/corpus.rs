@@ -73,7 +73,9 @@ fn test_every_corpus_file_is_inspected_as_the_manifest_expects() {
                 {
                     failures.push(format!("{}: UIDs differ from the manifest", row.path));
                 }
-                if row.path.starts_with("charset/") && attributes.patient_name != row.patient_name_decoded {
+                if row.path.starts_with("charset/")
+                    && attributes.patient_name != row.patient_name_decoded
+                {
                     failures.push(format!(
                         "{}: PatientName `{}` != `{}`",
                         row.path, attributes.patient_name, row.patient_name_decoded
@@ -105,4 +107,31 @@ fn test_every_corpus_file_is_inspected_as_the_manifest_expects() {
         failures.len(),
         failures.join("\n")
     );
+}
+
+#[test]
+fn test_titles_follow_the_fhir_mapping_order() {
+    let Some(dir) = corpus_dir() else {
+        eprintln!("skipped: ../shared/corpus not found");
+        return;
+    };
+    let title = |path: &str| {
+        inspect_file(&dir.join(path), InspectLimits::default())
+            .unwrap()
+            .attributes
+            .title
+    };
+    // A CT image has no label, concept name or document title: its Image Type.
+    assert_eq!(
+        title("valid/ct_explicit_le_private_tags.dcm"),
+        "ORIGINAL\\PRIMARY\\AXIAL"
+    );
+    // A structured report: the Concept Name of its root content item.
+    let report_title = title("valid/sr_basic_text.dcm");
+    assert!(
+        !report_title.is_empty() && !report_title.contains('\\'),
+        "{report_title}"
+    );
+    // An encapsulated PDF: its Document Title or Concept Name.
+    assert!(!title("valid/encapsulated_pdf.dcm").is_empty());
 }

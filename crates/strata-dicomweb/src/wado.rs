@@ -43,10 +43,17 @@ impl Target {
         if !self.study.is_conformant() {
             return Some(self.study.to_string());
         }
-        if let Some(series) = self.series.as_ref().filter(|series| !series.is_conformant()) {
+        if let Some(series) = self
+            .series
+            .as_ref()
+            .filter(|series| !series.is_conformant())
+        {
             return Some(series.to_string());
         }
-        self.instance.as_ref().filter(|instance| !instance.is_conformant()).map(ToString::to_string)
+        self.instance
+            .as_ref()
+            .filter(|instance| !instance.is_conformant())
+            .map(ToString::to_string)
     }
 
     fn describe(&self) -> String {
@@ -195,9 +202,14 @@ async fn locations(
         // The archive keeps legacy objects whose identifiers do not follow the UID syntax
         // retrievable, so such identifiers are only "malformed" when nothing answers to them.
         if let Some(malformed) = target.first_nonconformant() {
-            return Err(Problem::bad_request(format!("`{malformed}` is not a valid DICOM UID")));
+            return Err(Problem::bad_request(format!(
+                "`{malformed}` is not a valid DICOM UID"
+            )));
         }
-        return Err(Problem::not_found(format!("{} is not in the archive", target.describe())));
+        return Err(Problem::not_found(format!(
+            "{} is not in the archive",
+            target.describe()
+        )));
     }
     Ok(locations)
 }

@@ -366,6 +366,7 @@ fn instance_record(
             columns: attributes.columns,
             bits_allocated: attributes.bits_allocated,
             number_of_frames: attributes.number_of_frames,
+            title: attributes.title.clone(),
             transfer_syntax_uid: attributes.transfer_syntax_uid.clone(),
             specific_character_set: attributes.specific_character_set.clone(),
         },

@@ -22,10 +22,14 @@ use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
 use tracing::{Span, info, info_span, warn};
 
+mod search;
+
 /// A node that is serving.
 pub struct RunningNode {
     /// The bound HTTP address (the real port when the configuration said 0).
     pub http_addr: SocketAddr,
+    /// The bound DIMSE address, when the DIMSE listener is enabled.
+    pub dimse_addr: Option<SocketAddr>,
     /// Cancels the node: it stops accepting and drains in-flight requests.
     pub shutdown: CancellationToken,
     /// Completes when the node has stopped.
@@ -67,6 +71,11 @@ pub async fn start_node(config: NodeConfig) -> anyhow::Result<RunningNode> {
             max_object_bytes: config.ingest.max_instance_bytes,
         },
     );
+    let dimse_services = strata_dimse::DimseServices {
+        catalog: catalog.clone(),
+        store: store.clone(),
+        pipeline: pipeline.clone(),
+    };
     let dicomweb_state = DicomwebState {
         catalog: catalog.clone(),
         store: store.clone(),
@@ -77,11 +86,13 @@ pub async fn start_node(config: NodeConfig) -> anyhow::Result<RunningNode> {
             ingest_concurrency: config.ingest.concurrency,
         }),
     };
+    let search_node = search::open_search(&config, catalog.clone())?;
     let app = http_router(
         dicomweb_state,
         catalog.clone(),
         store.clone(),
         config.dicomweb.max_request_bytes,
+        search_node.as_ref().map(|node| node.api_state.clone()),
     );
 
     let listen_addr = config.http_socket_addr()?;
@@ -91,6 +102,9 @@ pub async fn start_node(config: NodeConfig) -> anyhow::Result<RunningNode> {
     let http_addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
     let shutdown_signal = shutdown.clone();
+    let (dimse_addr, dimse_task) = start_dimse(&config, dimse_services, shutdown.clone()).await?;
+    // The indexer stops on shutdown after committing what it applied (docs/search.md).
+    let search_task = search_node.map(|node| tokio::spawn(node.indexer.run(shutdown.clone())));
     info!(
         %http_addr,
         dicomweb = %format!("http://{http_addr}/dicomweb"),
@@ -106,14 +120,58 @@ pub async fn start_node(config: NodeConfig) -> anyhow::Result<RunningNode> {
         .with_graceful_shutdown(async move { shutdown_signal.cancelled().await })
         .await
         .context("the HTTP server failed")?;
+        if let Some(search_task) = search_task {
+            search_task.await.context("the search indexer panicked")?;
+        }
+        if let Some(dimse_task) = dimse_task {
+            dimse_task
+                .await
+                .context("the DIMSE listener panicked")?
+                .context("the DIMSE listener failed")?;
+        }
         info!("node stopped");
         Ok(())
     });
     Ok(RunningNode {
         http_addr,
+        dimse_addr,
         shutdown,
         task,
     })
+}
+
+type DimseTask = tokio::task::JoinHandle<std::io::Result<()>>;
+
+/// Binds the DIMSE listener (when enabled) and serves it in a task until `shutdown`.
+async fn start_dimse(
+    config: &NodeConfig,
+    services: strata_dimse::DimseServices,
+    shutdown: CancellationToken,
+) -> anyhow::Result<(Option<SocketAddr>, Option<DimseTask>)> {
+    if !config.dimse.enabled {
+        return Ok((None, None));
+    }
+    let listen_addr = config.dimse_socket_addr()?;
+    let listener = tokio::net::TcpListener::bind(listen_addr)
+        .await
+        .with_context(|| {
+            format!("failed to listen on {listen_addr} (dimse.addr / --dimse-addr)")
+        })?;
+    let dimse_addr = listener.local_addr()?;
+    let settings = strata_dimse::DimseSettings {
+        ae_title: config.dimse.ae_title.clone(),
+        accepted_calling_ae_titles: config.dimse.accepted_calling_ae_titles.clone(),
+        max_pdu: config.dimse.max_pdu,
+        max_associations: config.dimse.max_associations,
+        artim_timeout: Duration::from_secs(config.dimse.artim_timeout_seconds),
+        idle_timeout: Duration::from_secs(config.dimse.idle_timeout_seconds),
+        peers: config.dimse.peers.clone(),
+    };
+    info!(%dimse_addr, ae_title = %settings.ae_title, "dimse listener ready dimse_addr={dimse_addr}");
+    let task = tokio::spawn(strata_dimse::serve_dimse(
+        listener, settings, services, shutdown,
+    ));
+    Ok((Some(dimse_addr), Some(task)))
 }
 
 /// Runs a node until `shutdown` is cancelled, then drains and returns.
@@ -142,13 +200,27 @@ fn http_router(
     catalog: Arc<dyn Catalog>,
     store: Arc<dyn BlobStore>,
     max_request_bytes: u64,
+    search_state: Option<strata_search::SearchApiState>,
 ) -> Router {
+    // FHIR R4 reads the same catalog; its Endpoint points at the DICOMweb base (issue 6).
+    let fhir_state = strata_fhir::FhirState {
+        catalog: catalog.clone(),
+        settings: Arc::new(strata_fhir::FhirSettings {
+            dicomweb_base_url: dicomweb_state.settings.public_base_url.clone(),
+            ..strata_fhir::FhirSettings::default()
+        }),
+    };
     let health = Router::new()
         .route("/livez", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .with_state(HealthState { catalog, store });
     Router::new()
         .nest("/dicomweb", strata_dicomweb::router(dicomweb_state))
+        .nest("/fhir", strata_fhir::router(fhir_state))
+        .merge(match search_state {
+            Some(search_state) => Router::new().nest("/api", strata_search::router(search_state)),
+            None => Router::new(),
+        })
         .merge(health)
         .layer(tower_http::limit::RequestBodyLimitLayer::new(
             usize::try_from(max_request_bytes).unwrap_or(usize::MAX),

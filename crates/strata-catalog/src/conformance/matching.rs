@@ -78,6 +78,9 @@ fn key_value(record: &InstanceRecord, key: MatchKey) -> String {
         MatchKey::SopInstanceUid => record.instance.sop_instance_uid.to_string(),
         MatchKey::SopClassUid => record.instance.sop_class_uid.clone(),
         MatchKey::InstanceNumber => number(record.instance.instance_number),
+        MatchKey::PatientKey | MatchKey::LastUpdated => {
+            unreachable!("computed keys have their own scenario (fhir_search_support)")
+        }
     }
 }
 

@@ -102,6 +102,7 @@ pub fn synthetic_record(study: u32, series: u32, instance: u32) -> InstanceRecor
             columns: Some(512),
             bits_allocated: Some(16),
             number_of_frames: None,
+            title: format!("Synthetic image {instance}"),
             transfer_syntax_uid: EXPLICIT_VR_LITTLE_ENDIAN.to_owned(),
             specific_character_set: "ISO_IR 192".to_owned(),
         },

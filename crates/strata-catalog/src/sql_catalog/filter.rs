@@ -80,7 +80,13 @@ enum KeyTarget {
     ModalitiesInStudy,
     /// A column of any Request Attributes Sequence item of the series.
     RequestAttribute { column: &'static str },
+    /// The storage time of the newest instance of the study.
+    StudyLastUpdated,
 }
+
+/// The last-updated time of the study `st`: the storage time of its newest instance.
+pub(crate) const STUDY_LAST_UPDATED_SQL: &str =
+    "(SELECT MAX(lu.created_at_ms) FROM instance lu WHERE lu.study_pk = st.study_pk)";
 
 fn key_target(key: MatchKey) -> KeyTarget {
     use Entity::{Instance, Patient, Series, Study};
@@ -125,6 +131,8 @@ fn key_target(key: MatchKey) -> KeyTarget {
         MatchKey::SopInstanceUid => column(Instance, "sop_instance_uid", Text),
         MatchKey::SopClassUid => column(Instance, "sop_class_uid", Text),
         MatchKey::InstanceNumber => column(Instance, "instance_number", Integer),
+        MatchKey::PatientKey => column(Patient, "patient_pk", Integer),
+        MatchKey::LastUpdated => KeyTarget::StudyLastUpdated,
     }
 }
 
@@ -173,6 +181,15 @@ pub(crate) fn push_filter(
         }
         KeyTarget::RequestAttribute { .. } => {
             push_request_attribute_condition(builder, engine, level, &[(key, matcher)]);
+        }
+        KeyTarget::StudyLastUpdated => {
+            push_condition(
+                builder,
+                engine,
+                STUDY_LAST_UPDATED_SQL,
+                ValueKind::Integer,
+                matcher,
+            );
         }
     }
 }

@@ -16,17 +16,31 @@ use super::Engine;
 /// One embedded migration: version, description and SQL text.
 type EmbeddedMigration = (i64, &'static str, &'static str);
 
-const SQLITE_MIGRATIONS: &[EmbeddedMigration] = &[(
-    1,
-    "initial",
-    include_str!("../../migrations/sqlite/0001_initial.sql"),
-)];
+const SQLITE_MIGRATIONS: &[EmbeddedMigration] = &[
+    (
+        1,
+        "initial",
+        include_str!("../../migrations/sqlite/0001_initial.sql"),
+    ),
+    (
+        2,
+        "instance_title_and_child_indexes",
+        include_str!("../../migrations/sqlite/0002_instance_title_and_child_indexes.sql"),
+    ),
+];
 
-const POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[(
-    1,
-    "initial",
-    include_str!("../../migrations/postgres/0001_initial.sql"),
-)];
+const POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[
+    (
+        1,
+        "initial",
+        include_str!("../../migrations/postgres/0001_initial.sql"),
+    ),
+    (
+        2,
+        "instance_title_and_child_indexes",
+        include_str!("../../migrations/postgres/0002_instance_title_and_child_indexes.sql"),
+    ),
+];
 
 /// A `MigrationSource` over the migrations compiled into the binary.
 #[derive(Debug)]

@@ -1,7 +1,8 @@
 //! `query`: the QIDO-RS / C-FIND search at study, series or instance level.
 //!
 //! One statement selects the page of matching entities, ordered by the level's primary key
-//! (insertion order) with LIMIT / OFFSET in SQL. The computed attributes that are not kept as
+//! (insertion order) or by study date (FHIR `_sort`), with LIMIT / OFFSET in SQL; the count
+//! (FHIR `Bundle.total`) runs the same FROM / WHERE. The computed attributes that are not kept as
 //! counters (ModalitiesInStudy, SOPClassesInStudy), the request attribute items and the
 //! representative metadata are then read for that page by key, in the same read transaction.
 
@@ -12,7 +13,8 @@ use sqlx::any::AnyRow;
 
 use crate::{
     CatalogError, CatalogQuery, CatalogResult, InstanceAttributes, MatchKey, Matcher,
-    PatientAttributes, QueryMatch, RequestAttributes, SeriesAttributes, StudyAttributes,
+    PatientAttributes, QueryMatch, QueryOrder, RequestAttributes, SeriesAttributes,
+    StudyAttributes,
 };
 
 use super::builder::SqlBuilder;
@@ -24,8 +26,7 @@ use super::{Engine, SqlCatalog, rows};
 /// Keys per `IN (...)` list; well under the bind limits of SQLite (32766) and PostgreSQL (65535).
 const KEYS_PER_STATEMENT: usize = 500;
 
-const PATIENT_COLUMNS: &str =
-    "p.patient_id, p.issuer_of_patient_id, p.patient_name, p.patient_birth_date, p.patient_sex";
+const PATIENT_COLUMNS: &str = "p.patient_pk, p.patient_id, p.issuer_of_patient_id, p.patient_name, p.patient_birth_date, p.patient_sex";
 const STUDY_COLUMNS: &str = "st.study_pk, st.study_instance_uid, st.study_date, st.study_time, \
      st.accession_number, st.referring_physician_name, st.study_id, st.study_description, \
      st.timezone_offset_from_utc, st.num_series, st.num_instances AS study_num_instances";
@@ -34,7 +35,7 @@ const SERIES_COLUMNS: &str = "se.series_pk, se.series_instance_uid, se.modality,
      se.performed_procedure_step_start_date, se.performed_procedure_step_start_time, \
      se.num_instances AS series_num_instances";
 const INSTANCE_COLUMNS: &str = "i.instance_pk, i.sop_instance_uid, i.sop_class_uid, \
-     i.instance_number, i.image_rows, i.image_columns, i.bits_allocated, i.number_of_frames, \
+     i.instance_number, i.image_rows, i.image_columns, i.bits_allocated, i.number_of_frames, i.title, \
      i.transfer_syntax_uid, i.specific_character_set";
 
 /// One row of the main statement, with the keys needed to fill in computed attributes.
@@ -48,10 +49,11 @@ struct FoundEntity {
 pub(crate) async fn run_query(
     catalog: &SqlCatalog,
     query: &CatalogQuery,
+    order: QueryOrder,
 ) -> CatalogResult<Vec<QueryMatch>> {
     let level = Entity::of_level(query.level);
     let query_error = |error| CatalogError::from_sqlx("run a catalog query", error);
-    let builder = main_statement(catalog.engine, query);
+    let builder = main_statement(catalog.engine, query, order);
     let mut transaction = catalog.begin_read().await.map_err(query_error)?;
     let connection: &mut AnyConnection = &mut transaction;
     let found_rows = builder
@@ -68,8 +70,9 @@ pub(crate) async fn run_query(
     Ok(entities.into_iter().map(|entity| entity.found).collect())
 }
 
-/// Builds the statement that selects the page of matching entities.
-fn main_statement(engine: Engine, query: &CatalogQuery) -> SqlBuilder {
+/// Builds `SELECT <columns> FROM <the level's joins> WHERE <the query's filters>`; the one
+/// place a query's filters become SQL, shared by the page and the count.
+fn filtered_statement(engine: Engine, query: &CatalogQuery, count_only: bool) -> SqlBuilder {
     let level = Entity::of_level(query.level);
     let mut columns = vec![PATIENT_COLUMNS, STUDY_COLUMNS];
     let mut from = "FROM study st JOIN patient p ON p.patient_pk = st.patient_pk".to_owned();
@@ -84,7 +87,12 @@ fn main_statement(engine: Engine, query: &CatalogQuery) -> SqlBuilder {
         }
         from.push_str(" JOIN instance i ON i.series_pk = se.series_pk");
     }
-    let mut builder = SqlBuilder::new(&format!("SELECT {} {from} WHERE 1 = 1", columns.join(", ")));
+    let selected = if count_only {
+        "COUNT(*) AS num_matches".to_owned()
+    } else {
+        columns.join(", ")
+    };
+    let mut builder = SqlBuilder::new(&format!("SELECT {selected} {from} WHERE 1 = 1"));
 
     let scopes = [
         query
@@ -114,12 +122,50 @@ fn main_statement(engine: Engine, query: &CatalogQuery) -> SqlBuilder {
         }
     }
     push_request_attribute_filters(&mut builder, engine, level, &request_attribute_filters);
+    builder
+}
 
-    builder.push(match level {
-        Entity::Instance => " ORDER BY i.instance_pk",
-        Entity::Series => " ORDER BY se.series_pk",
-        _ => " ORDER BY st.study_pk",
-    });
+/// Counts the entities a query matches; see [`crate::Catalog::count_matches`].
+pub(crate) async fn count_matches(
+    catalog: &SqlCatalog,
+    query: &CatalogQuery,
+) -> CatalogResult<u64> {
+    let builder = filtered_statement(catalog.engine, query, true);
+    let row = builder
+        .build()
+        .fetch_one(&catalog.pool)
+        .await
+        .map_err(|error| CatalogError::from_sqlx("count catalog query matches", error))?;
+    u64::try_from(rows::integer(&row, "num_matches")?)
+        .map_err(|_| CatalogError::corrupted("match count"))
+}
+
+/// Builds the statement that selects the page of matching entities.
+fn main_statement(engine: Engine, query: &CatalogQuery, order: QueryOrder) -> SqlBuilder {
+    let level = Entity::of_level(query.level);
+    let mut builder = filtered_statement(engine, query, false);
+    // Studies without a date sort last in both directions; the primary keys make it total.
+    let level_key = match level {
+        Entity::Instance => "i.instance_pk",
+        Entity::Series => "se.series_pk",
+        _ => "st.study_pk",
+    };
+    let study_date_order = |direction: &str| {
+        let mut order_by = format!(
+            " ORDER BY CASE WHEN st.study_date = '' THEN 1 ELSE 0 END, \
+             st.study_date {direction}, st.study_time {direction}, st.study_pk {direction}"
+        );
+        if level > Entity::Study {
+            order_by.push_str(&format!(", {level_key}"));
+        }
+        order_by
+    };
+    let order_by = match order {
+        QueryOrder::Storage => format!(" ORDER BY {level_key}"),
+        QueryOrder::StudyDateAscending => study_date_order("ASC"),
+        QueryOrder::StudyDateDescending => study_date_order("DESC"),
+    };
+    builder.push(&order_by);
     let offset = i64::try_from(query.offset).unwrap_or(i64::MAX);
     match (query.limit, engine) {
         (Some(limit), _) => {
@@ -190,6 +236,7 @@ fn decode_entity(row: &AnyRow, level: Entity, with_metadata: bool) -> CatalogRes
             columns: rows::optional_integer(row, "image_columns")?,
             bits_allocated: rows::optional_integer(row, "bits_allocated")?,
             number_of_frames: rows::optional_integer(row, "number_of_frames")?,
+            title: rows::text(row, "title")?,
             transfer_syntax_uid: rows::text(row, "transfer_syntax_uid")?,
             specific_character_set: rows::text(row, "specific_character_set")?,
         };
@@ -206,6 +253,7 @@ fn decode_entity(row: &AnyRow, level: Entity, with_metadata: bool) -> CatalogRes
         study_pk: rows::integer(row, "study_pk")?,
         series_pk,
         found: QueryMatch {
+            patient_key: rows::integer(row, "patient_pk")?,
             patient,
             study,
             series,
@@ -216,6 +264,7 @@ fn decode_entity(row: &AnyRow, level: Entity, with_metadata: bool) -> CatalogRes
             modalities_in_study: Vec::new(),
             sop_classes_in_study: Vec::new(),
             metadata_json,
+            last_updated_ms: 0,
         },
     })
 }
@@ -245,6 +294,20 @@ async fn fill_computed(
         &study_pks,
     )
     .await?;
+    let mut last_updated_ms: HashMap<i64, i64> = HashMap::new();
+    for row in fetch_by_keys(
+        connection,
+        "SELECT study_pk, MAX(created_at_ms) AS last_updated_ms FROM instance WHERE study_pk IN ",
+        &study_pks,
+        " GROUP BY study_pk",
+    )
+    .await?
+    {
+        last_updated_ms.insert(
+            rows::integer(&row, "study_pk")?,
+            rows::integer(&row, "last_updated_ms")?,
+        );
+    }
     let mut request_attributes: HashMap<i64, Vec<RequestAttributes>> = HashMap::new();
     for row in fetch_by_keys(
         connection,
@@ -274,6 +337,10 @@ async fn fill_computed(
         found.modalities_in_study = modalities
             .get(&entity.study_pk)
             .cloned()
+            .unwrap_or_default();
+        found.last_updated_ms = last_updated_ms
+            .get(&entity.study_pk)
+            .copied()
             .unwrap_or_default();
         found.sop_classes_in_study = sop_classes
             .get(&entity.study_pk)

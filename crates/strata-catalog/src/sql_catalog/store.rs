@@ -168,7 +168,7 @@ async fn insert_instance(
     let instance = &record.instance;
     // No object reaches 8 EiB; saturate rather than wrap if one ever claims to.
     let size_bytes = i64::try_from(record.object.size_bytes).unwrap_or(i64::MAX);
-    let columns_and_values: [(&str, SqlValue); 19] = [
+    let columns_and_values: [(&str, SqlValue); 20] = [
         ("series_pk", series_pk.into()),
         ("study_pk", study_pk.into()),
         (
@@ -181,6 +181,7 @@ async fn insert_instance(
         ("image_columns", instance.columns.into()),
         ("bits_allocated", instance.bits_allocated.into()),
         ("number_of_frames", instance.number_of_frames.into()),
+        ("title", instance.title.as_str().into()),
         (
             "transfer_syntax_uid",
             instance.transfer_syntax_uid.as_str().into(),

@@ -22,6 +22,7 @@ impl StrataProcess {
             .args(["serve", "--data-dir"])
             .arg(data_dir)
             .args(["--http-addr", "127.0.0.1:0"])
+            .env("STRATA__DIMSE__ADDR", "127.0.0.1:0")
             .env("STRATA_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped());

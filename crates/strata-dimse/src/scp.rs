@@ -1,0 +1,238 @@
+//! The association loop of the SCP: reads commands and dispatches C-ECHO, C-STORE, C-FIND,
+//! C-MOVE and C-GET. Runs on a blocking thread; async services are driven through the
+//! runtime handle.
+
+use std::net::TcpStream;
+
+use bytes::Bytes;
+use dicom_dictionary_std::tags;
+use dicom_ul::ServerAssociation;
+use dicom_ul::pdu::{AbortRQSource, Pdu, PresentationContextResultReason};
+use strata_ingest::{IngestOutcome, IngestSource};
+use tracing::{info, warn};
+
+use crate::error::DimseError;
+use crate::listener::AssociationContext;
+use crate::message::{Command, command_field, status};
+use crate::transport::{Channel, Link};
+
+/// An accepted presentation context.
+#[derive(Debug, Clone)]
+pub(crate) struct AcceptedContext {
+    pub(crate) id: u8,
+    pub(crate) abstract_syntax: String,
+    pub(crate) transfer_syntax: String,
+}
+
+pub(crate) fn accepted_contexts(
+    contexts: &[dicom_ul::pdu::PresentationContextNegotiated],
+) -> Vec<AcceptedContext> {
+    contexts
+        .iter()
+        .filter(|context| context.reason == PresentationContextResultReason::Acceptance)
+        .map(|context| AcceptedContext {
+            id: context.id,
+            abstract_syntax: context
+                .abstract_syntax
+                .trim_end_matches(['\0', ' '])
+                .to_owned(),
+            transfer_syntax: context
+                .transfer_syntax
+                .trim_end_matches(['\0', ' '])
+                .to_owned(),
+        })
+        .collect()
+}
+
+pub(crate) fn serve_association(
+    association: ServerAssociation<TcpStream>,
+    context: &AssociationContext,
+) -> Result<(), DimseError> {
+    let contexts = accepted_contexts(association.presentation_contexts());
+    let mut channel = Channel::new(Link::Server(association));
+    let result = serve_commands(&mut channel, &contexts, context);
+    if let Err(error) = &result
+        && error.kind == crate::DimseErrorKind::Protocol
+    {
+        let _ = channel.send_pdu(&Pdu::AbortRQ {
+            source: AbortRQSource::ServiceUser,
+        });
+    }
+    result
+}
+
+fn serve_commands(
+    channel: &mut Channel,
+    contexts: &[AcceptedContext],
+    context: &AssociationContext,
+) -> Result<(), DimseError> {
+    loop {
+        let Some((context_id, command)) = channel.read_command()? else {
+            return Ok(());
+        };
+        let Some(presentation_context) = contexts.iter().find(|pc| pc.id == context_id) else {
+            return Err(DimseError::protocol(format!(
+                "message on presentation context {context_id}, which was not accepted"
+            )));
+        };
+        match command.command_field() {
+            Some(command_field::C_ECHO_RQ) => {
+                if command.has_data_set() {
+                    channel.read_data_set()?;
+                }
+                let response =
+                    Command::response_to(&command, command_field::C_ECHO_RSP, status::SUCCESS);
+                channel.send_message(context_id, &response, None)?;
+            }
+            Some(command_field::C_STORE_RQ) => {
+                handle_store(channel, presentation_context, &command, context)?;
+            }
+            Some(command_field::C_FIND_RQ) => {
+                let identifier = channel.read_data_set()?;
+                crate::find::handle_find(
+                    channel,
+                    presentation_context,
+                    &command,
+                    &identifier,
+                    context,
+                )?;
+            }
+            Some(command_field::C_MOVE_RQ) => {
+                let identifier = channel.read_data_set()?;
+                crate::retrieve::handle_move(
+                    channel,
+                    presentation_context,
+                    &command,
+                    &identifier,
+                    context,
+                )?;
+            }
+            Some(command_field::C_GET_RQ) => {
+                let identifier = channel.read_data_set()?;
+                crate::retrieve::handle_get(
+                    channel,
+                    contexts,
+                    presentation_context,
+                    &command,
+                    &identifier,
+                    context,
+                )?;
+            }
+            // A cancel for an operation that already finished: nothing to do (PS3.7 §9.3.2.3).
+            Some(command_field::C_CANCEL_RQ) => {}
+            other => {
+                return Err(DimseError::protocol(format!(
+                    "unsupported command field {other:?}"
+                )));
+            }
+        }
+    }
+}
+
+/// Receives a C-STORE data set straight into a spool file (after a Part 10 header built from
+/// the command and the presentation context), runs the ingest pipeline and answers once the
+/// instance is durable. See PS3.4 Annex B.2.3 for the statuses.
+fn handle_store(
+    channel: &mut Channel,
+    presentation_context: &AcceptedContext,
+    command: &Command,
+    context: &AssociationContext,
+) -> Result<(), DimseError> {
+    let sop_class_uid = command
+        .string(tags::AFFECTED_SOP_CLASS_UID)
+        .unwrap_or_default();
+    let sop_instance_uid = command
+        .string(tags::AFFECTED_SOP_INSTANCE_UID)
+        .unwrap_or_default();
+    let mut header = Vec::with_capacity(512);
+    if let Err(error) = strata_dicom::write_part10_header(
+        &mut header,
+        &sop_class_uid,
+        &sop_instance_uid,
+        &presentation_context.transfer_syntax,
+    ) {
+        // Nothing to store without the UIDs: drain the data set and refuse it.
+        channel.read_data_set_with(|_| Ok(()))?;
+        info!(error = %error.reason, "c-store without usable UIDs refused");
+        let mut response = Command::response_to(
+            command,
+            command_field::C_STORE_RSP,
+            strata_ingest::FailureReason::DataSetDoesNotMatchSopClass.code(),
+        );
+        response.put_uid(tags::AFFECTED_SOP_INSTANCE_UID, &sop_instance_uid);
+        return channel.send_message(presentation_context.id, &response, None);
+    }
+
+    let (chunk_tx, mut chunk_rx) = tokio::sync::mpsc::channel::<Result<Bytes, String>>(16);
+    let pipeline = context.services.pipeline.clone();
+    let source = IngestSource {
+        protocol: "c-store".to_owned(),
+        calling_ae_title: Some(context.calling_ae_title.clone()),
+        remote_addr: Some(context.peer_addr.to_string()),
+    };
+    let ingest_task = context.runtime.spawn(async move {
+        let stream = futures::stream::poll_fn(move |cx| chunk_rx.poll_recv(cx));
+        match pipeline.spool(stream).await {
+            Ok(spooled) => Ok(pipeline.ingest(spooled, &source, None).await),
+            Err(error) => Err(error),
+        }
+    });
+    let _ = chunk_tx.blocking_send(Ok(Bytes::from(header)));
+    let received = channel.read_data_set_with(|fragment| {
+        // A closed channel means the spool already gave up (too large): keep draining the
+        // data set so that the association stays in step.
+        let _ = chunk_tx.blocking_send(Ok(Bytes::copy_from_slice(fragment)));
+        Ok(())
+    });
+    if let Err(error) = received {
+        // The peer vanished mid-transfer: fail the spool so that nothing is stored.
+        let _ = chunk_tx.blocking_send(Err("the data set was not received completely".to_owned()));
+        drop(chunk_tx);
+        let _ = context.runtime.block_on(ingest_task);
+        return Err(error);
+    }
+    drop(chunk_tx);
+    let outcome = context
+        .runtime
+        .block_on(ingest_task)
+        .map_err(|error| DimseError::internal(format!("ingest task failed: {error}")))?;
+
+    let (status_code, error_comment) = match outcome {
+        Ok(IngestOutcome::Stored(stored)) => {
+            info!(
+                sop_instance_uid = %stored.sop_instance_uid,
+                newly_stored = stored.newly_stored,
+                "instance stored via c-store"
+            );
+            match stored.warning {
+                Some((reason, message)) => (reason.code(), Some(message)),
+                None => (status::SUCCESS, None),
+            }
+        }
+        Ok(IngestOutcome::Refused {
+            reason, message, ..
+        }) => {
+            info!(sop_instance_uid = %sop_instance_uid, status = reason.code(), "c-store refused");
+            (reason.code(), Some(message))
+        }
+        Err(strata_ingest::IngestError::TooLarge { limit }) => (
+            strata_ingest::FailureReason::OutOfResources.code(),
+            Some(format!("the instance is larger than {limit} bytes")),
+        ),
+        Err(error) => {
+            warn!(%error, "c-store failed");
+            (
+                status::PROCESSING_FAILURE,
+                Some("internal error".to_owned()),
+            )
+        }
+    };
+    let mut response = Command::response_to(command, command_field::C_STORE_RSP, status_code);
+    response.put_uid(tags::AFFECTED_SOP_INSTANCE_UID, &sop_instance_uid);
+    if let Some(comment) = error_comment.filter(|_| status_code != status::SUCCESS) {
+        let mut comment: String = comment.chars().filter(char::is_ascii).take(64).collect();
+        comment = comment.replace('\\', "/");
+        response.put_text(tags::ERROR_COMMENT, dicom_core::VR::LO, &comment);
+    }
+    channel.send_message(presentation_context.id, &response, None)
+}

@@ -1,0 +1,23 @@
+//! Full-text search over the archive's metadata (issue 5): a tantivy index with one document
+//! per study, the indexer that follows the catalog's event log, and `GET /api/search`.
+//!
+//! Owns the index directory and its schema. Reads the catalog only through the `Catalog`
+//! trait (events and DICOM JSON metadata), never objects, SQL or HTTP clients of other
+//! services; depends on `strata-types` and `strata-catalog` only. See `docs/search.md`.
+
+mod api;
+mod document;
+mod error;
+mod index;
+mod indexer;
+mod query;
+mod schema;
+
+pub use api::{LocalSearchService, SearchApiState, SearchService, parse_parameters, router};
+pub use document::{
+    DocumentSettings, SeriesSummary, StudyDocument, StudySummary, build_study_document,
+};
+pub use error::{SearchError, SearchErrorKind, SearchResult};
+pub use index::SearchIndex;
+pub use indexer::{Indexer, IndexerSettings};
+pub use query::{MAX_LIMIT, MAX_OFFSET, SearchHit, SearchRequest, SearchResponse, SortOrder};
