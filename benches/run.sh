@@ -54,7 +54,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 # Starts an archive; sets TARGET_URL and TARGET_PID.
 start_strata() {
   local data_dir="$WORK/strata-$1" log_file="$WORK/strata-$1.log"
-  "$STRATA" serve --data-dir "$data_dir" --http-addr 127.0.0.1:0 2>"$log_file" &
+  "$STRATA" serve --data-dir "$data_dir" --http-addr 127.0.0.1:0 --dimse-addr 127.0.0.1:0 2>"$log_file" &
   TARGET_PID=$!
   PIDS+=("$TARGET_PID")
   local address=""
@@ -65,6 +65,36 @@ start_strata() {
   done
   [[ -n $address ]] || { cat "$log_file" >&2; return 1; }
   TARGET_URL="http://$address/dicomweb"
+  TARGET_DIMSE=""
+  for _ in $(seq 1 50); do
+    TARGET_DIMSE=$(grep -o 'dimse_addr=[0-9.:]*' "$log_file" | head -1 | cut -d= -f2 || true)
+    [[ -n $TARGET_DIMSE ]] && break
+    sleep 0.2
+  done
+  TARGET_AE=STRATA
+}
+
+# dcmtk's storescp receiving and discarding (--ignore), forking per association: the
+# protocol's limit on this machine. The first storescp on PATH may be pynetdicom's.
+dcmtk_storescp() {
+  local candidate
+  for candidate in $(type -ap storescp) /usr/bin/storescp; do
+    if "$candidate" --version 2>&1 | grep -qi dcmtk; then echo "$candidate"; return 0; fi
+  done
+  return 1
+}
+
+start_sink() {
+  local port storescp
+  storescp=$(dcmtk_storescp) || { log "dcmtk storescp not found"; return 1; }
+  port=$(free_port)
+  TCP_NODELAY=1 "$storescp" --fork --ignore -aet SINK "$port" >"$WORK/sink-$1.log" 2>&1 &
+  TARGET_PID=$!
+  PIDS+=("$TARGET_PID")
+  sleep 0.5
+  TARGET_URL=""
+  TARGET_DIMSE="127.0.0.1:$port"
+  TARGET_AE=SINK
 }
 
 ORTHANC_AVAILABLE=0
@@ -110,6 +140,8 @@ JSON
   done
   curl -sf "http://127.0.0.1:$http_port/system" >/dev/null || { cat "$dir/log.txt" >&2; return 1; }
   TARGET_URL="http://127.0.0.1:$http_port/dicom-web"
+  TARGET_DIMSE="127.0.0.1:$dicom_port"
+  TARGET_AE=ORTHANC
 }
 
 stop_target() { kill "$TARGET_PID" 2>/dev/null || true; wait "$TARGET_PID" 2>/dev/null || true; }
@@ -118,7 +150,8 @@ bench() {
   local target=$1
   shift
   log "$target: $*"
-  "$BENCH" run --target "$target" --dicomweb "$TARGET_URL" --pid "$TARGET_PID" "$@" | tee -a "$RESULTS" >&2
+  "$BENCH" run --target "$target" --dicomweb "$TARGET_URL" --pid "$TARGET_PID" \
+    --dimse "$TARGET_DIMSE" --called-ae "$TARGET_AE" "$@" | tee -a "$RESULTS" >&2
 }
 
 TARGETS=(strata)
@@ -136,11 +169,18 @@ for run in $(seq 1 "$RUNS"); do
     "start_$target" "io-$run"
     bench "$target" --scenario stow --concurrency 1 --instances "$INSTANCES" --seed $((run * 10 + 1))
     bench "$target" --scenario stow --concurrency 8 --instances "$INSTANCES" --seed $((run * 10 + 2))
+    bench "$target" --scenario cstore --concurrency 1 --instances "$INSTANCES" --seed $((run * 10 + 3))
+    bench "$target" --scenario cstore --concurrency 8 --instances "$INSTANCES" --seed $((run * 10 + 4))
     bench "$target" --scenario retrieve --seed $((run * 10 + 1))
     bench "$target" --scenario metadata --instances "$INSTANCES" --repeat 20 --seed $((run * 10 + 1))
     bench "$target" --scenario frame --repeat "$REPEAT" --seed $((run * 10 + 1))
     stop_target
   done
+  if start_sink "io-$run"; then
+    bench sink --scenario cstore --concurrency 1 --instances "$INSTANCES" --seed $((run * 10 + 3))
+    bench sink --scenario cstore --concurrency 8 --instances "$INSTANCES" --seed $((run * 10 + 4))
+    stop_target
+  fi
 done
 
 # Queries: one archive per target, grown from the small to the large study count.

@@ -39,6 +39,8 @@ pub enum Scenario {
     Frame,
     /// A mixed load for `--duration-secs`, to check that memory stays flat.
     Mixed,
+    /// DIMSE C-STORE of a CT series over `--concurrency` parallel associations to `--dimse`.
+    Cstore,
 }
 
 #[derive(Debug, clap::Args)]
@@ -46,9 +48,15 @@ pub struct RunArgs {
     /// Name of the archive in the report (`strata`, `orthanc`).
     #[arg(long)]
     pub target: String,
-    /// DICOMweb base URL, e.g. http://127.0.0.1:8080/dicomweb.
-    #[arg(long)]
+    /// DICOMweb base URL, e.g. http://127.0.0.1:8080/dicomweb (unused by `cstore`).
+    #[arg(long, default_value = "")]
     pub dicomweb: String,
+    /// DIMSE address `HOST:PORT` (cstore).
+    #[arg(long)]
+    pub dimse: Option<String>,
+    /// Called AE title of the archive (cstore).
+    #[arg(long, default_value = "STRATA")]
+    pub called_ae: String,
     /// Process id of the archive, to sample its resident memory.
     #[arg(long)]
     pub pid: Option<u32>,
@@ -131,6 +139,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<BenchResult> {
             params.insert("duration_secs".into(), args.duration_secs.into());
             Ok(BTreeMap::new())
         }
+        Scenario::Cstore => {
+            params.insert("instances".into(), args.instances.into());
+            params.insert("associations".into(), args.concurrency.into());
+            cstore(&args).await
+        }
     };
     let mixed = if args.scenario == Scenario::Mixed {
         Some(mixed(&client, &args).await)
@@ -178,6 +191,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<BenchResult> {
 fn scenario_name(args: &RunArgs) -> String {
     match args.scenario {
         Scenario::Stow => format!("stow-c{}", args.concurrency),
+        Scenario::Cstore => format!("cstore-a{}", args.concurrency),
         Scenario::Qido => format!("qido-{}", args.studies),
         Scenario::Populate => format!("populate-{}-{}", args.from.max(1), args.studies),
         other => format!("{other:?}").to_lowercase(),
@@ -472,5 +486,76 @@ async fn mixed(client: &reqwest::Client, args: &RunArgs) -> anyhow::Result<BTree
     Ok(BTreeMap::from([
         ("requests".into(), num_requests as f64),
         ("instances_stored".into(), f64::from(round) * 10.0),
+    ]))
+}
+
+/// C-STORE of the series over parallel associations, one thread each (the SCU is blocking).
+async fn cstore(args: &RunArgs) -> anyhow::Result<BTreeMap<String, f64>> {
+    let address = args
+        .dimse
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("--dimse HOST:PORT is required for cstore"))?;
+    let objects: Arc<Vec<Vec<u8>>> = Arc::new(
+        (1..=args.instances)
+            .map(|index| {
+                SyntheticInstance::ct(args.seed, 1, 1, index, args.size, args.size).to_part10()
+            })
+            .collect(),
+    );
+    let num_bytes: usize = objects.iter().map(Vec::len).sum();
+    let first = strata_dimse::read_part10(&objects[0])?;
+    let pairs = vec![(
+        first.sop_class_uid.clone(),
+        first.transfer_syntax_uid.clone(),
+    )];
+    let next = Arc::new(AtomicUsize::new(0));
+    let called_ae = args.called_ae.clone();
+    let started = Instant::now();
+    let workers: Vec<_> = (0..args.concurrency.max(1))
+        .map(|_| {
+            let (objects, next, address, called_ae, pairs) = (
+                objects.clone(),
+                next.clone(),
+                address.clone(),
+                called_ae.clone(),
+                pairs.clone(),
+            );
+            tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+                let mut scu =
+                    strata_dimse::StoreScu::connect(&address, "STRATABENCH", &called_ae, &pairs)?;
+                loop {
+                    let index = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(object) = objects.get(index) else {
+                        break;
+                    };
+                    let parts = strata_dimse::read_part10(object)?;
+                    let outcome = scu.store(
+                        &parts.sop_class_uid,
+                        &parts.sop_instance_uid,
+                        &parts.transfer_syntax_uid,
+                        &object[parts.data_set_offset..],
+                        None,
+                    )?;
+                    match outcome {
+                        strata_dimse::StoreScuOutcome::Status(0x0000 | 0xB000..=0xBFFF) => {}
+                        other => anyhow::bail!("C-STORE answered {other:?}"),
+                    }
+                }
+                scu.release()?;
+                Ok(())
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.await??;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(BTreeMap::from([
+        ("seconds".into(), seconds),
+        (
+            "instances_per_s".into(),
+            f64::from(args.instances) / seconds,
+        ),
+        ("mb_per_s".into(), num_bytes as f64 / 1e6 / seconds),
     ]))
 }

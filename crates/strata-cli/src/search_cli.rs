@@ -38,7 +38,7 @@ pub(crate) struct SearchArgs {
     /// Results to print.
     #[arg(long, default_value_t = 20)]
     limit: usize,
-    /// Prints the JSON response of the HTTP API instead of lines.
+    /// Prints the results as JSON (the API response without its links) instead of lines.
     #[arg(long)]
     json: bool,
     /// Directory for embedded state [default: ./strata-data].
