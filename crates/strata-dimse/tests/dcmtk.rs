@@ -59,7 +59,6 @@ fn dcmtk_available() -> bool {
         .filter(|tool| {
             std::process::Command::new(dcmtk_tool(tool))
                 .arg("--version")
-                .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .output()
                 .map_or(true, |output| {
