@@ -226,16 +226,7 @@ async fn post(client: &reqwest::Client, base: &str, objects: &[Vec<u8>]) -> anyh
 }
 
 async fn stow(client: &reqwest::Client, args: &RunArgs) -> anyhow::Result<BTreeMap<String, f64>> {
-    // Generated before the clock starts: the client must not compete with the server for
-    // the CPU while it is measured.
-    let objects: Arc<Vec<Vec<u8>>> = Arc::new(
-        (1..=args.instances)
-            .map(|index| {
-                SyntheticInstance::ct(args.seed, 1, 1, index, args.size, args.size).to_part10()
-            })
-            .collect(),
-    );
-    let num_bytes: usize = objects.iter().map(Vec::len).sum();
+    let (objects, num_bytes) = generate_series(args);
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let workers: Vec<_> = (0..args.concurrency.max(1))
@@ -269,6 +260,18 @@ async fn stow(client: &reqwest::Client, args: &RunArgs) -> anyhow::Result<BTreeM
         ),
         ("mb_per_s".into(), num_bytes as f64 / 1e6 / seconds),
     ]))
+}
+
+/// Generates the CT series of `--seed` before the clock starts (the client must not compete
+/// with the server for the CPU while it is measured); returns it and its size in bytes.
+fn generate_series(args: &RunArgs) -> (Arc<Vec<Vec<u8>>>, usize) {
+    let objects: Vec<Vec<u8>> = (1..=args.instances)
+        .map(|index| {
+            SyntheticInstance::ct(args.seed, 1, 1, index, args.size, args.size).to_part10()
+        })
+        .collect();
+    let num_bytes = objects.iter().map(Vec::len).sum();
+    (Arc::new(objects), num_bytes)
 }
 
 /// The attributes of populated study `index`, so that queries can target them.
@@ -495,14 +498,7 @@ async fn cstore(args: &RunArgs) -> anyhow::Result<BTreeMap<String, f64>> {
         .dimse
         .clone()
         .ok_or_else(|| anyhow::anyhow!("--dimse HOST:PORT is required for cstore"))?;
-    let objects: Arc<Vec<Vec<u8>>> = Arc::new(
-        (1..=args.instances)
-            .map(|index| {
-                SyntheticInstance::ct(args.seed, 1, 1, index, args.size, args.size).to_part10()
-            })
-            .collect(),
-    );
-    let num_bytes: usize = objects.iter().map(Vec::len).sum();
+    let (objects, num_bytes) = generate_series(args);
     let first = strata_dimse::read_part10(&objects[0])?;
     let pairs = vec![(
         first.sop_class_uid.clone(),

@@ -372,33 +372,25 @@ async fn test_wado_answers_errors_with_the_right_status() -> anyhow::Result<()> 
         );
     }
     // Not acceptable media types and transfer syntaxes.
-    let response = archive
-        .client
-        .get(format!("{}/studies/{study}", archive.base_url))
-        .header("accept", "image/png")
-        .send()
-        .await?;
-    assert_eq!(response.status(), 406);
-    let response = archive
-        .client
-        .get(format!("{}/studies/{study}", archive.base_url))
-        .header(
-            "accept",
-            "multipart/related; type=\"application/dicom\"; transfer-syntax=1.2.840.10008.1.2.4.50",
-        )
-        .send()
-        .await?;
-    assert_eq!(response.status(), 406);
-    let response = archive
-        .client
-        .get(format!("{}/studies/{study}", archive.base_url))
-        .header(
-            "accept",
-            "multipart/related; type=\"application/dicom\"; transfer-syntax=*",
-        )
-        .send()
-        .await?;
-    assert_eq!(response.status(), 200);
+    let status_for_accept = async |accept: &str| -> anyhow::Result<u16> {
+        let response = archive
+            .client
+            .get(format!("{}/studies/{study}", archive.base_url))
+            .header("accept", accept)
+            .send()
+            .await?;
+        Ok(response.status().as_u16())
+    };
+    assert_eq!(status_for_accept("image/png").await?, 406);
+    let dicom = "multipart/related; type=\"application/dicom\"";
+    assert_eq!(
+        status_for_accept(&format!("{dicom}; transfer-syntax=1.2.840.10008.1.2.4.50")).await?,
+        406
+    );
+    assert_eq!(
+        status_for_accept(&format!("{dicom}; transfer-syntax=*")).await?,
+        200
+    );
     // Metadata carries a BulkDataURI for the pixel data that points at this archive.
     let metadata = archive
         .get_json(&format!("/studies/{study}/metadata"))
