@@ -3,6 +3,7 @@
 #
 #   bash benches/run.sh            # full run (about an hour), writes docs/benchmarks.md
 #   bash benches/run.sh --smoke    # a few hundred instances, Strata only (what CI runs)
+#   bash benches/run.sh --no-large-query --mixed-seconds 0   # skip the long query and memory phases
 #
 # Builds Strata in release mode, starts it on embedded defaults and Orthanc (Debian packages
 # orthanc + orthanc-dicomweb, installed if missing) on free loopback ports, runs the same
@@ -11,13 +12,17 @@ set -euo pipefail
 
 MODE=full
 RUNS=3
+NO_LARGE_QUERY=0
+MIXED_OVERRIDE=""
 OUTPUT=docs/benchmarks.md
 while (($#)); do
   case $1 in
     --smoke) MODE=smoke; RUNS=1; OUTPUT=""; shift ;;
     --runs) RUNS=$2; shift 2 ;;
     --output) OUTPUT=$2; shift 2 ;;
-    *) echo "usage: $0 [--smoke] [--runs N] [--output FILE]" >&2; exit 2 ;;
+    --no-large-query) NO_LARGE_QUERY=1; shift ;;
+    --mixed-seconds) MIXED_OVERRIDE=$2; shift 2 ;;
+    *) echo "usage: $0 [--smoke] [--runs N] [--output FILE] [--no-large-query] [--mixed-seconds N]" >&2; exit 2 ;;
   esac
 done
 
@@ -43,6 +48,9 @@ else
   INSTANCES=1000 STUDIES_SMALL=10000 STUDIES_LARGE=100000 REPEAT=200 MIXED_SECONDS=600 LIMIT_BYTES=$((2 << 30))
   PROFILE=release BIN_DIR="$CARGO_TARGET_DIR/release"
 fi
+
+((NO_LARGE_QUERY)) && STUDIES_LARGE=0
+[[ -n $MIXED_OVERRIDE ]] && MIXED_SECONDS=$MIXED_OVERRIDE
 
 log "building ($PROFILE)"
 cargo build --profile "$PROFILE" -p strata-cli -p strata-benches
@@ -196,7 +204,7 @@ for target in "${TARGETS[@]}"; do
 done
 
 # Memory under a mixed load.
-for target in "${TARGETS[@]}"; do
+((MIXED_SECONDS > 0)) && for target in "${TARGETS[@]}"; do
   "start_$target" mixed
   bench "$target" --scenario mixed --duration-secs "$MIXED_SECONDS"
   stop_target
@@ -213,7 +221,8 @@ if [[ -n $OUTPUT ]]; then
     echo "Strata $(git describe --always 2>/dev/null) release build, embedded defaults (SQLite + local directory);" \
       "Orthanc $(dpkg-query -W -f '${Version}' orthanc 2>/dev/null || echo '?') with DICOMweb plugin" \
       "$(dpkg-query -W -f '${Version}' orthanc-dicomweb 2>/dev/null || echo '?'), SQLite index, TCP_NODELAY=1."
-    echo "Runs per scenario: $RUNS (query and mixed-load scenarios: 1), alternating between the archives."
+    echo "Runs per scenario: $RUNS (query and mixed-load scenarios: 1), alternating between the archives;" \
+      "query scale: $STUDIES_SMALL studies$( ((STUDIES_LARGE)) && echo " and $STUDIES_LARGE"); mixed load: $MIXED_SECONDS s."
     echo
     echo "$TABLE"
     if [[ -f docs/benchmarks-notes.md ]]; then
