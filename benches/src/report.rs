@@ -31,12 +31,23 @@ pub fn render(lines: &str) -> anyhow::Result<String> {
                 .push(*value);
         }
     }
+    // The storescp sink (DIMSE scenarios) gets its own column when it was measured.
+    let with_sink = results.iter().any(|result| result.target == "sink");
     let mut out = String::new();
-    writeln!(
-        out,
-        "| scenario | metric | Strata median (min–max) | Orthanc median (min–max) | Strata / Orthanc |"
-    )?;
-    writeln!(out, "|---|---|---|---|---|")?;
+    let mut header =
+        "| scenario | metric | Strata median (min–max) | Orthanc median (min–max) |".to_owned();
+    let mut rule = "|---|---|---|---|".to_owned();
+    if with_sink {
+        header.push_str(" storescp sink median (min–max) |");
+        rule.push_str("---|");
+    }
+    header.push_str(" Strata / Orthanc |");
+    rule.push_str("---|");
+    if with_sink {
+        header.push_str(" Strata / sink |");
+        rule.push_str("---|");
+    }
+    writeln!(out, "{header}\n{rule}")?;
     for ((scenario, metric), by_target) in &table {
         if by_target.contains_key("machine") {
             continue;
@@ -47,18 +58,25 @@ pub fn render(lines: &str) -> anyhow::Result<String> {
                 .get(&(scenario.clone(), target.to_owned()))
                 .map_or("–".to_owned(), |_| "error".to_owned()),
         };
-        let ratio = match (by_target.get("strata"), by_target.get("orthanc")) {
-            (Some(strata), Some(orthanc)) if median(orthanc) != 0.0 => {
-                format!("{:.2}", median(strata) / median(orthanc))
+        let ratio = |other: &str| match (by_target.get("strata"), by_target.get(other)) {
+            (Some(strata), Some(values)) if median(values) != 0.0 => {
+                format!("{:.2}", median(strata) / median(values))
             }
             _ => "–".to_owned(),
         };
-        writeln!(
-            out,
-            "| {scenario} | {metric} | {} | {} | {ratio} |",
+        let mut row = format!(
+            "| {scenario} | {metric} | {} | {} |",
             cell("strata"),
             cell("orthanc")
-        )?;
+        );
+        if with_sink {
+            row.push_str(&format!(" {} |", cell("sink")));
+        }
+        row.push_str(&format!(" {} |", ratio("orthanc")));
+        if with_sink {
+            row.push_str(&format!(" {} |", ratio("sink")));
+        }
+        writeln!(out, "{row}")?;
     }
     let machine: Vec<_> = table
         .iter()
@@ -123,11 +141,14 @@ mod tests {
             r#"{"target":"orthanc","scenario":"stow-c1","params":{},"metrics":{"instances_per_s":50.0},"error":null}"#,
             r#"{"target":"machine","scenario":"disk-write","params":{},"metrics":{"mb_per_s":900.0},"error":null}"#,
             r#"{"target":"strata","scenario":"frame","params":{},"metrics":{},"error":"GET answered 404"}"#,
+            r#"{"target":"sink","scenario":"stow-c1","params":{},"metrics":{"instances_per_s":440.0},"error":null}"#,
         ]
         .join("\n");
         let report = render(&lines).unwrap();
         assert!(
-            report.contains("| stow-c1 | instances_per_s | 110 (100–120) | 50.0 | 2.20 |"),
+            report.contains(
+                "| stow-c1 | instances_per_s | 110 (100–120) | 50.0 | 440 | 2.20 | 0.25 |"
+            ),
             "{report}"
         );
         assert!(
