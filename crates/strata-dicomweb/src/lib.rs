@@ -89,14 +89,7 @@ pub(crate) fn base_url(settings: &DicomwebSettings, headers: &http::HeaderMap) -
     if let Some(base) = &settings.public_base_url {
         return base.trim_end_matches('/').to_owned();
     }
-    let host = headers
-        .get(http::header::HOST)
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or("localhost");
-    let scheme = headers
-        .get("x-forwarded-proto")
-        .and_then(|value| value.to_str().ok())
-        .filter(|proto| *proto == "https" || *proto == "http")
-        .unwrap_or("http");
-    format!("{scheme}://{host}/dicomweb")
+    let header = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
+    let origin = strata_types::request_origin(header("host"), header("x-forwarded-proto"));
+    format!("{origin}/dicomweb")
 }

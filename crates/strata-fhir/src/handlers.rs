@@ -479,16 +479,8 @@ fn json_response(status: StatusCode, body: &Value, version_tag: Option<String>) 
 }
 
 fn request_origin(headers: &HeaderMap) -> String {
-    let host = headers
-        .get(header::HOST)
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or("localhost");
-    let scheme = headers
-        .get("x-forwarded-proto")
-        .and_then(|value| value.to_str().ok())
-        .filter(|proto| *proto == "https" || *proto == "http")
-        .unwrap_or("http");
-    format!("{scheme}://{host}")
+    let header = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
+    strata_types::request_origin(header("host"), header("x-forwarded-proto"))
 }
 
 fn fhir_base_url(settings: &FhirSettings, headers: &HeaderMap) -> String {

@@ -5,10 +5,12 @@
 
 mod error_code;
 mod object_key;
+mod origin;
 mod uid;
 
 pub use error_code::ErrorCode;
 pub use object_key::ObjectKey;
+pub use origin::request_origin;
 pub use uid::{
     InvalidUid, SeriesUid, SopInstanceUid, StudyUid, Uid, validate_uid, validate_uid_strict,
 };
