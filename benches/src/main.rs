@@ -13,6 +13,8 @@ mod limits;
 mod report;
 mod rss;
 mod scenarios;
+mod search_scale;
+mod tier_moves;
 
 use std::path::PathBuf;
 
@@ -41,6 +43,12 @@ enum Command {
     /// Fills a catalog directly (no objects) in steps and measures its size, commit rate and
     /// query latency at each step, for the scale estimates.
     CatalogScale(catalog_scale::CatalogScaleArgs),
+    /// Indexes synthetic studies into a full-text index and measures indexing throughput,
+    /// index size and query latency (issue 5).
+    SearchScale(search_scale::SearchScaleArgs),
+    /// Moves synthetic instances hot → cold → hot through the tiering mover and measures
+    /// objects/s, MB/s and peak memory (issue 4).
+    TierMoves(tier_moves::TierMovesArgs),
     /// Reads JSON result lines and prints the Markdown report.
     Report {
         /// The JSON lines written by `run` and `limits`.
@@ -65,6 +73,12 @@ fn main() -> anyhow::Result<()> {
         }
         Command::CatalogScale(args) => {
             for result in runtime.block_on(catalog_scale::run(args))? {
+                println!("{}", serde_json::to_string(&result)?);
+            }
+        }
+        Command::SearchScale(args) => search_scale::run(args)?,
+        Command::TierMoves(args) => {
+            for result in runtime.block_on(tier_moves::run(args))? {
                 println!("{}", serde_json::to_string(&result)?);
             }
         }

@@ -433,8 +433,16 @@ class StrataServer:
     whole log (stdout and stderr) is kept in memory and in `log_path`.
     """
 
-    def __init__(self, binary: Path, data_dir: Path, env: Mapping[str, str], label: str):
+    def __init__(
+        self,
+        binary: Path,
+        data_dir: Path,
+        env: Mapping[str, str],
+        label: str,
+        extra_args: Sequence[str] = (),
+    ):
         self.binary = binary
+        self.extra_args = list(extra_args)
         self.data_dir = data_dir
         self.env = dict(env)
         self.label = label
@@ -463,6 +471,7 @@ class StrataServer:
             "127.0.0.1:0",
             "--dimse-addr",
             "127.0.0.1:0",
+            *self.extra_args,
         ]
         self.process = subprocess.Popen(
             command,

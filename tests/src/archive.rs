@@ -182,6 +182,28 @@ impl TestArchive {
     /// WADO-RS retrieval of `path`; returns the parts' bodies.
     pub async fn retrieve(&self, path: &str) -> anyhow::Result<Vec<Vec<u8>>> {
         let response = self.get(path).await?;
+        Self::multipart_parts(path, response).await
+    }
+
+    /// `GET {base}{path}` of instances in any transfer syntax: as stored (except the syntaxes
+    /// the web never serves, PS3.18 §8.7.3), not the default Explicit VR Little Endian.
+    pub async fn retrieve_as_stored(&self, path: &str) -> anyhow::Result<Vec<Vec<u8>>> {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.base_url))
+            .header(
+                "accept",
+                "multipart/related; type=\"application/dicom\"; transfer-syntax=*",
+            )
+            .send()
+            .await?;
+        Self::multipart_parts(path, response).await
+    }
+
+    async fn multipart_parts(
+        path: &str,
+        response: reqwest::Response,
+    ) -> anyhow::Result<Vec<Vec<u8>>> {
         anyhow::ensure!(
             response.status() == 200,
             "GET {path}: {}",

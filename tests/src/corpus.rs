@@ -133,3 +133,75 @@ pub fn dataset_bytes(object: &[u8]) -> &[u8] {
     }
     &object[position.min(object.len())..]
 }
+
+/// The Transfer Syntax UID of a Part 10 object's File Meta group, or `None` for a bare data set.
+pub fn transfer_syntax_of(object: &[u8]) -> Option<String> {
+    let start = if object.len() >= 132 && &object[128..132] == b"DICM" {
+        128
+    } else {
+        return None;
+    };
+    let file = dicom_object::from_reader(std::io::Cursor::new(&object[start..])).ok()?;
+    Some(
+        file.meta()
+            .transfer_syntax()
+            .trim_end_matches('\0')
+            .to_owned(),
+    )
+}
+
+/// Whether two objects hold the same data set, element by element (value equality, VR and
+/// encoding ignored): the check for instances served in another transfer syntax than stored
+/// (Implicit VR Little Endian and Explicit VR Big Endian are served as Explicit VR Little
+/// Endian, PS3.18 §8.7.3). A bare data set is read as Implicit VR Little Endian. Returns the
+/// first difference.
+pub fn same_dataset(left: &[u8], right: &[u8]) -> Result<(), String> {
+    let parse = |object: &[u8]| -> Result<dicom_object::InMemDicomObject, String> {
+        if object.len() >= 132 && &object[128..132] == b"DICM" {
+            dicom_object::from_reader(std::io::Cursor::new(&object[128..]))
+                .map(|file| file.into_inner())
+                .map_err(|error| error.to_string())
+        } else {
+            let registry = dicom_transfer_syntax_registry::TransferSyntaxRegistry;
+            let implicit = dicom_encoding::TransferSyntaxIndex::get(&registry, "1.2.840.10008.1.2")
+                .ok_or("no implicit VR transfer syntax")?;
+            dicom_object::InMemDicomObject::read_dataset_with_ts(
+                std::io::Cursor::new(object),
+                implicit,
+            )
+            .map_err(|error| error.to_string())
+        }
+    };
+    same_objects(&parse(left)?, &parse(right)?)
+}
+
+/// Element-by-element comparison; sequence items recursively (their encoded lengths, defined
+/// or undefined, may differ between encodings).
+fn same_objects(
+    left: &dicom_object::InMemDicomObject,
+    right: &dicom_object::InMemDicomObject,
+) -> Result<(), String> {
+    use dicom_core::header::Header as _;
+    use dicom_core::value::Value;
+    let left_tags: Vec<_> = left.iter().map(|element| element.tag()).collect();
+    let right_tags: Vec<_> = right.iter().map(|element| element.tag()).collect();
+    if left_tags != right_tags {
+        return Err(format!("different elements: {left_tags:?} vs {right_tags:?}"));
+    }
+    for (left_element, right_element) in left.iter().zip(right.iter()) {
+        let tag = left_element.tag();
+        match (left_element.value(), right_element.value()) {
+            (Value::Sequence(left_items), Value::Sequence(right_items)) => {
+                if left_items.items().len() != right_items.items().len() {
+                    return Err(format!("{tag}: number of items differs"));
+                }
+                for (left_item, right_item) in left_items.items().iter().zip(right_items.items()) {
+                    same_objects(left_item, right_item).map_err(|error| format!("{tag} > {error}"))?;
+                }
+            }
+            (left_value, right_value) if left_value == right_value => {}
+            _ => return Err(format!("{tag} differs")),
+        }
+    }
+    Ok(())
+}

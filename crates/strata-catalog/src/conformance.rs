@@ -10,11 +10,14 @@
 //! strata_catalog::catalog_conformance_tests!(sqlite_catalog);
 //! ```
 
+mod deleting;
 mod matching;
 mod ordering;
 mod records;
 mod results;
+mod retrieval;
 mod storing;
+mod tiering;
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -27,6 +30,9 @@ use crate::{
     Catalog, CatalogQuery, InstanceRecord, MatchKey, Matcher, QueryLevel, QueryMatch, StoreOutcome,
 };
 
+pub use deleting::{
+    concurrent_deletes_and_stores, deleting_unknown_uids, deletion_scopes, store_after_delete,
+};
 pub use matching::{
     every_match_key, list_matching, modalities_in_study, range_matching, sequence_matching,
     single_and_wildcard_case_rules,
@@ -38,10 +44,12 @@ pub use records::{
     synthetic_study_uid, with_other_content,
 };
 pub use results::{computed_attributes_and_metadata, paging, scopes};
+pub use retrieval::retrieval_support;
 pub use storing::{
     attribute_merging, concurrent_stores, events_follow_stores, instance_locations_order,
     patients_with_same_id_and_different_issuers, ping_and_count, store_outcomes,
 };
+pub use tiering::{move_journal, study_facts_and_bookkeeping};
 
 type Teardown = Box<dyn FnOnce() -> BoxFuture<'static, ()> + Send>;
 
@@ -112,6 +120,11 @@ macro_rules! catalog_conformance_tests {
             paging,
             computed_attributes_and_metadata,
             fhir_search_support,
+            deletion_scopes,
+            deleting_unknown_uids,
+            store_after_delete,
+            concurrent_deletes_and_stores,
+            retrieval_support,
         );
     };
     (@scenarios $factory:path; $($scenario:ident),* $(,)?) => {

@@ -9,6 +9,8 @@ pub enum CatalogErrorKind {
     Unavailable,
     /// A uniqueness rule was violated.
     AlreadyExists,
+    /// The entity named by the caller (a study, series or instance to delete) does not exist.
+    NotFound,
     /// Stored data could not be decoded (a bug or a corrupted database).
     Corrupted,
     /// Migrations failed.

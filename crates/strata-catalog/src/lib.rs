@@ -10,6 +10,7 @@ mod error;
 mod model;
 mod query;
 mod sql_catalog;
+mod tiering;
 
 #[cfg(any(test, feature = "testsuite"))]
 pub mod conformance;
@@ -18,6 +19,10 @@ pub use error::{CatalogError, CatalogErrorKind, CatalogResult};
 pub use model::*;
 pub use query::*;
 pub use sql_catalog::{SqlCatalog, open_catalog};
+pub use tiering::{
+    DEFAULT_TIER, FixityRecord, FixityStatus, MoveState, ObjectPlacement, ObjectTier, StudyFacts,
+    StudyRetention, TierCatalog, TierMove, TierUsage,
+};
 
 use async_trait::async_trait;
 use strata_types::{SeriesUid, SopInstanceUid, StudyUid};
@@ -70,6 +75,22 @@ pub trait Catalog: Send + Sync + 'static {
     /// `Bundle.total`).
     async fn count_matches(&self, query: &CatalogQuery) -> CatalogResult<u64>;
 
+    /// Deletes a study, a series or an instance in one transaction: removes the instance rows,
+    /// the series, study and patient rows left empty, keeps the counters of the rest
+    /// consistent, and appends one `InstanceDeleted` event per removed instance (carrying its
+    /// study, series and SOP Instance UIDs and object key). Returns what was removed.
+    ///
+    /// The objects are NOT deleted: the caller deletes them after this commit, once
+    /// [`Catalog::object_key_referenced`] says no row refers to them any more. A crash in
+    /// between leaves unreferenced objects only, never a row without its object. A scope that
+    /// matches nothing fails with [`CatalogErrorKind::NotFound`]. A store racing the removal
+    /// of the last instance of its study may fail with a retryable `Unavailable` error.
+    async fn delete(&self, scope: &DeleteScope) -> CatalogResult<DeleteOutcome>;
+
+    /// Returns whether any instance row refers to the object `key` (objects are
+    /// content-addressed, so a deleted instance stored again refers to the same key).
+    async fn object_key_referenced(&self, key: &strata_types::ObjectKey) -> CatalogResult<bool>;
+
     /// Returns up to `limit` events with a sequence greater than `after`, oldest first.
     async fn events_after(&self, after: i64, limit: u32) -> CatalogResult<Vec<CatalogEvent>>;
 
@@ -78,4 +99,48 @@ pub trait Catalog: Send + Sync + 'static {
 
     /// Checks that the database answers.
     async fn ping(&self) -> CatalogResult<()>;
+
+    /// Returns the locations and DICOM JSON metadata of the same selection as
+    /// `instance_locations`, in the same order, read by one statement (so the two always agree).
+    async fn instance_metadata_with_locations(
+        &self,
+        study_instance_uid: &StudyUid,
+        series_instance_uid: Option<&SeriesUid>,
+        sop_instance_uid: Option<&SopInstanceUid>,
+    ) -> CatalogResult<Vec<(InstanceLocation, String)>>;
+
+    /// Returns the pixel data layout recorded for the instance (see
+    /// [`InstanceRecord::pixel_data_layout`]); `None` when it has none or was stored before the
+    /// layout was recorded.
+    async fn instance_pixel_data_layout(
+        &self,
+        sop_instance_uid: &SopInstanceUid,
+    ) -> CatalogResult<Option<String>>;
+
+    /// Records the pixel data layout of an already stored instance (filled in on first use for
+    /// instances stored before layouts were recorded).
+    async fn set_instance_pixel_data_layout(
+        &self,
+        sop_instance_uid: &SopInstanceUid,
+        layout: &str,
+    ) -> CatalogResult<()>;
+
+    /// Returns the sequence of the latest event of a study, or of one series of it; `None` when
+    /// no event names it. Every store and delete appends an event, so this changes whenever
+    /// the selection's content does (metadata cache validation and ETags).
+    async fn change_sequence(
+        &self,
+        study_instance_uid: &StudyUid,
+        series_instance_uid: Option<&SeriesUid>,
+    ) -> CatalogResult<Option<i64>>;
+
+    /// Returns the precomputed metadata document of a series, whatever its age; callers compare
+    /// its `change_sequence` with [`Catalog::change_sequence`].
+    async fn cached_series_metadata(
+        &self,
+        series_instance_uid: &SeriesUid,
+    ) -> CatalogResult<Option<CachedSeriesMetadata>>;
+
+    /// Stores a precomputed series metadata document, unless a newer one is already stored.
+    async fn put_series_metadata(&self, cached: &CachedSeriesMetadata) -> CatalogResult<()>;
 }

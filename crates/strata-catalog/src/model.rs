@@ -101,6 +101,9 @@ pub struct InstanceRecord {
     /// replaced by `BulkDataURI` placeholders. Returned verbatim by WADO-RS metadata and used
     /// for `includefield`.
     pub metadata_json: String,
+    /// Where the top-level Pixel Data lies in the stored object (JSON written by the ingest
+    /// pipeline, read by WADO-RS frames); `None` without pixel data.
+    pub pixel_data_layout: Option<String>,
 }
 
 /// What `store_instance` did.
@@ -155,4 +158,91 @@ impl EventKind {
             EventKind::InstanceDeleted => "instance_deleted",
         }
     }
+}
+
+/// What [`crate::Catalog::delete`] removes: a whole study, one series of it, or one instance.
+/// Lower levels name their parents, and a UID under the wrong parent is not found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeleteScope {
+    Study {
+        study_instance_uid: StudyUid,
+    },
+    Series {
+        study_instance_uid: StudyUid,
+        series_instance_uid: SeriesUid,
+    },
+    Instance {
+        study_instance_uid: StudyUid,
+        series_instance_uid: SeriesUid,
+        sop_instance_uid: SopInstanceUid,
+    },
+}
+
+impl DeleteScope {
+    /// The study the scope lies in.
+    pub fn study_instance_uid(&self) -> &StudyUid {
+        match self {
+            DeleteScope::Study { study_instance_uid }
+            | DeleteScope::Series {
+                study_instance_uid, ..
+            }
+            | DeleteScope::Instance {
+                study_instance_uid, ..
+            } => study_instance_uid,
+        }
+    }
+
+    /// The series of a series or instance scope.
+    pub fn series_instance_uid(&self) -> Option<&SeriesUid> {
+        match self {
+            DeleteScope::Study { .. } => None,
+            DeleteScope::Series {
+                series_instance_uid,
+                ..
+            }
+            | DeleteScope::Instance {
+                series_instance_uid,
+                ..
+            } => Some(series_instance_uid),
+        }
+    }
+
+    /// The instance of an instance scope.
+    pub fn sop_instance_uid(&self) -> Option<&SopInstanceUid> {
+        match self {
+            DeleteScope::Instance {
+                sop_instance_uid, ..
+            } => Some(sop_instance_uid),
+            _ => None,
+        }
+    }
+}
+
+/// What [`crate::Catalog::delete`] removed, committed in one transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeleteOutcome {
+    /// The removed instances with their objects, in WADO-RS order. Their objects are still in
+    /// the object store: the caller deletes them after the commit (see
+    /// [`crate::Catalog::delete`]).
+    pub instances: Vec<InstanceLocation>,
+    /// Series left without instances and removed with them.
+    pub removed_series: Vec<SeriesUid>,
+    /// Whether the study was left empty and removed.
+    pub study_removed: bool,
+    /// Whether the study's patient was left without studies and removed.
+    pub patient_removed: bool,
+}
+
+/// A precomputed WADO-RS series metadata document (see [`crate::Catalog::cached_series_metadata`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CachedSeriesMetadata {
+    pub series_instance_uid: SeriesUid,
+    pub study_instance_uid: StudyUid,
+    /// The sequence of the series' latest event when the document was built.
+    pub change_sequence: i64,
+    pub num_instances: u64,
+    /// A DICOM JSON array of the series' instances in retrieval order. Each instance's bulk
+    /// data URIs start with the placeholder followed by `studies/{study}/series/{series}/instances/{sop}/`,
+    /// so only the service's base URL is left to substitute.
+    pub document: String,
 }

@@ -55,6 +55,31 @@ pub enum MatchKey {
     /// When the study last changed: the storage time (Unix milliseconds) of its newest
     /// instance ([`QueryMatch::last_updated_ms`]). Matched as an integer; ranges are inclusive.
     LastUpdated,
+    // fuzzy person-name matching (QIDO-RS `fuzzymatching=true`)
+    /// PatientName, fuzzily: every word of the value (wildcards are word breaks) must begin a
+    /// word of any component of the name, compared case- and accent-insensitively and in any
+    /// order (`jurgen mull` finds `Müller^Jürgen`). See [`fuzzy_name_words`].
+    PatientNameFuzzy,
+    /// ReferringPhysicianName, fuzzily (as [`MatchKey::PatientNameFuzzy`]).
+    ReferringPhysicianNameFuzzy,
+}
+
+/// The words of a person name (or of a fuzzy query value) as fuzzy matching compares them:
+/// decomposed (NFD), combining marks dropped, upper-cased, split on everything that is not a
+/// letter or a digit (`^`, `=`, spaces, hyphens, wildcards). `Müller-Lüdenscheidt^Jürgen` →
+/// `MULLER LUDENSCHEIDT JURGEN`; ideographs are kept as they are.
+pub fn fuzzy_name_words(value: &str) -> Vec<String> {
+    use unicode_normalization::UnicodeNormalization;
+    let folded: String = value
+        .nfd()
+        .filter(|character| !unicode_normalization::char::is_combining_mark(*character))
+        .collect::<String>()
+        .to_uppercase();
+    folded
+        .split(|character: char| !character.is_alphanumeric())
+        .filter(|word| !word.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 /// The order a query returns its matches in. Every order ends with the primary key of the

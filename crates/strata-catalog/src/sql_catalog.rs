@@ -5,12 +5,15 @@
 //! branch on [`Engine`]: how write and read transactions begin, wildcard matching (`GLOB` vs
 //! `LIKE`), an unlimited `LIMIT`, the event-log lock, and the migration folder.
 
+mod backfill;
 mod builder;
+mod delete;
 mod filter;
 mod migrations;
 mod rows;
 mod search;
 mod store;
+mod tiering;
 mod uri;
 
 use std::sync::Arc;
@@ -24,8 +27,9 @@ use tokio::sync::{Mutex, MutexGuard};
 use tracing::info;
 
 use crate::{
-    Catalog, CatalogError, CatalogErrorKind, CatalogEvent, CatalogQuery, CatalogResult, EventKind,
-    InstanceLocation, InstanceRecord, QueryMatch, QueryOrder, StoreOutcome, StoredObject,
+    CachedSeriesMetadata, Catalog, CatalogError, CatalogErrorKind, CatalogEvent, CatalogQuery,
+    CatalogResult, DeleteOutcome, DeleteScope, EventKind, InstanceLocation, InstanceRecord,
+    QueryMatch, QueryOrder, StoreOutcome, StoredObject,
 };
 use builder::SqlBuilder;
 use uri::{CatalogUri, parse_catalog_uri, prepare_sqlite_url};
@@ -60,6 +64,9 @@ pub struct SqlCatalog {
     /// Held for the whole of a write transaction on SQLite; unused on PostgreSQL, whose row
     /// locks already order concurrent writers.
     sqlite_write_lock: Mutex<()>,
+    /// SQLite group commit: stores waiting for the write lock; whoever takes the lock next
+    /// commits all of them in one transaction (one WAL fsync). See `store::store_instance`.
+    pending_stores: store::PendingStores,
 }
 
 impl std::fmt::Debug for SqlCatalog {
@@ -132,6 +139,7 @@ impl SqlCatalog {
             pool,
             engine,
             sqlite_write_lock: Mutex::new(()),
+            pending_stores: store::PendingStores::default(),
         })
     }
 
@@ -164,7 +172,40 @@ impl SqlCatalog {
             .await
             .map_err(migration_error)?;
         migrator.run(&self.pool).await.map_err(migration_error)?;
+        backfill::fill_fuzzy_person_names(&self.pool)
+            .await
+            .map_err(|error| CatalogError::from_sqlx("fill in the fuzzy person names", error))?;
         Ok(())
+    }
+
+    /// The versions of this binary's migrations that the database has not applied yet (all of
+    /// them on an empty database). Serving processes that must not migrate (`catalog.auto_migrate
+    /// = false`, several replicas on Kubernetes) refuse to start while this is not empty.
+    pub async fn pending_migrations(&self) -> CatalogResult<Vec<i64>> {
+        let migrator = migrations::migrator(self.engine)
+            .await
+            .map_err(|error| CatalogError {
+                kind: CatalogErrorKind::Migration,
+                message: "failed to load this binary's migrations".to_owned(),
+                source: Some(Box::new(error)),
+            })?;
+        let applied: Vec<i64> =
+            match sqlx::query_scalar::<_, i64>("SELECT version FROM _sqlx_migrations WHERE success")
+                .fetch_all(&self.pool)
+                .await
+            {
+                Ok(versions) => versions,
+                // No migration table yet: nothing is applied.
+                Err(sqlx::Error::Database(_)) => Vec::new(),
+                Err(error) => {
+                    return Err(CatalogError::from_sqlx("read the applied migrations", error));
+                }
+            };
+        Ok(migrator
+            .iter()
+            .map(|migration| migration.version)
+            .filter(|version| !applied.contains(version))
+            .collect())
     }
 
     /// Closes every connection of the pool; later calls fail with `Unavailable`.
@@ -276,10 +317,12 @@ fn catalog_event(row: &AnyRow) -> CatalogResult<CatalogEvent> {
 
 #[async_trait]
 impl Catalog for SqlCatalog {
+    #[tracing::instrument(name = "catalog.store_instance", skip_all)]
     async fn store_instance(&self, record: &InstanceRecord) -> CatalogResult<StoreOutcome> {
         store::store_instance(self, record).await
     }
 
+    #[tracing::instrument(name = "catalog.instance_sha256", skip_all)]
     async fn instance_sha256(
         &self,
         sop_instance_uid: &SopInstanceUid,
@@ -289,6 +332,7 @@ impl Catalog for SqlCatalog {
             .map_err(|error| CatalogError::from_sqlx("read an instance checksum", error))
     }
 
+    #[tracing::instrument(name = "catalog.instance_locations", skip_all)]
     async fn instance_locations(
         &self,
         study_instance_uid: &StudyUid,
@@ -310,6 +354,7 @@ impl Catalog for SqlCatalog {
         found_rows.iter().map(instance_location).collect()
     }
 
+    #[tracing::instrument(name = "catalog.instance_metadata", skip_all)]
     async fn instance_metadata(
         &self,
         study_instance_uid: &StudyUid,
@@ -333,10 +378,12 @@ impl Catalog for SqlCatalog {
             .collect()
     }
 
+    #[tracing::instrument(name = "catalog.query", skip_all)]
     async fn query(&self, query: &CatalogQuery) -> CatalogResult<Vec<QueryMatch>> {
         search::run_query(self, query, QueryOrder::Storage).await
     }
 
+    #[tracing::instrument(name = "catalog.query_in_order", skip_all)]
     async fn query_in_order(
         &self,
         query: &CatalogQuery,
@@ -345,10 +392,22 @@ impl Catalog for SqlCatalog {
         search::run_query(self, query, order).await
     }
 
+    #[tracing::instrument(name = "catalog.count_matches", skip_all)]
     async fn count_matches(&self, query: &CatalogQuery) -> CatalogResult<u64> {
         search::count_matches(self, query).await
     }
 
+    #[tracing::instrument(name = "catalog.delete", skip_all)]
+    async fn delete(&self, scope: &DeleteScope) -> CatalogResult<DeleteOutcome> {
+        delete::delete(self, scope).await
+    }
+
+    #[tracing::instrument(name = "catalog.object_key_referenced", skip_all)]
+    async fn object_key_referenced(&self, key: &ObjectKey) -> CatalogResult<bool> {
+        delete::object_key_referenced(self, key.as_str()).await
+    }
+
+    #[tracing::instrument(name = "catalog.events_after", skip_all)]
     async fn events_after(&self, after: i64, limit: u32) -> CatalogResult<Vec<CatalogEvent>> {
         let mut builder = SqlBuilder::new(
             "SELECT event_sequence, kind, study_instance_uid, series_instance_uid, \
@@ -380,6 +439,133 @@ impl Catalog for SqlCatalog {
             .execute("SELECT 1")
             .await
             .map_err(|error| CatalogError::from_sqlx("ping the catalog", error))?;
+        Ok(())
+    }
+
+    #[tracing::instrument(name = "catalog.instance_metadata_with_locations", skip_all)]
+    async fn instance_metadata_with_locations(
+        &self,
+        study_instance_uid: &StudyUid,
+        series_instance_uid: Option<&SeriesUid>,
+        sop_instance_uid: Option<&SopInstanceUid>,
+    ) -> CatalogResult<Vec<(InstanceLocation, String)>> {
+        let builder = Self::instance_selection(
+            "st.study_instance_uid, se.series_instance_uid, i.sop_instance_uid, i.sop_class_uid, \
+             i.transfer_syntax_uid, i.object_key, i.size_bytes, i.sha256, i.metadata_json",
+            study_instance_uid,
+            series_instance_uid,
+            sop_instance_uid,
+        );
+        let found_rows = builder
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|error| CatalogError::from_sqlx("read instance metadata", error))?;
+        found_rows
+            .iter()
+            .map(|row| Ok((instance_location(row)?, rows::text(row, "metadata_json")?)))
+            .collect()
+    }
+
+    async fn instance_pixel_data_layout(
+        &self,
+        sop_instance_uid: &SopInstanceUid,
+    ) -> CatalogResult<Option<String>> {
+        let row = sqlx::query("SELECT pixel_data_layout FROM instance WHERE sop_instance_uid = $1")
+            .bind(sop_instance_uid.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|error| CatalogError::from_sqlx("read a pixel data layout", error))?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        sqlx::Row::try_get::<Option<String>, _>(&row, "pixel_data_layout")
+            .map_err(|error| CatalogError::from_sqlx("decode a catalog row", error))
+    }
+
+    async fn set_instance_pixel_data_layout(
+        &self,
+        sop_instance_uid: &SopInstanceUid,
+        layout: &str,
+    ) -> CatalogResult<()> {
+        let _write_guard = self.write_guard().await;
+        sqlx::query("UPDATE instance SET pixel_data_layout = $1 WHERE sop_instance_uid = $2")
+            .bind(layout)
+            .bind(sop_instance_uid.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(|error| CatalogError::from_sqlx("record a pixel data layout", error))?;
+        Ok(())
+    }
+
+    async fn change_sequence(
+        &self,
+        study_instance_uid: &StudyUid,
+        series_instance_uid: Option<&SeriesUid>,
+    ) -> CatalogResult<Option<i64>> {
+        let query = match series_instance_uid {
+            Some(series_instance_uid) => sqlx::query(
+                "SELECT MAX(event_sequence) AS latest FROM event \
+                 WHERE series_instance_uid = $1 AND study_instance_uid = $2",
+            )
+            .bind(series_instance_uid.as_str())
+            .bind(study_instance_uid.as_str()),
+            None => sqlx::query(
+                "SELECT MAX(event_sequence) AS latest FROM event WHERE study_instance_uid = $1",
+            )
+            .bind(study_instance_uid.as_str()),
+        };
+        let row = query
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|error| CatalogError::from_sqlx("read the latest change", error))?;
+        rows::optional_integer(&row, "latest")
+    }
+
+    async fn cached_series_metadata(
+        &self,
+        series_instance_uid: &SeriesUid,
+    ) -> CatalogResult<Option<CachedSeriesMetadata>> {
+        let row = sqlx::query(
+            "SELECT series_instance_uid, study_instance_uid, change_sequence, num_instances, \
+             document FROM series_metadata_cache WHERE series_instance_uid = $1",
+        )
+        .bind(series_instance_uid.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|error| CatalogError::from_sqlx("read a series metadata document", error))?;
+        row.map(|row| {
+            Ok(CachedSeriesMetadata {
+                series_instance_uid: rows::uid(&row, "series_instance_uid")?,
+                study_instance_uid: rows::uid(&row, "study_instance_uid")?,
+                change_sequence: rows::integer(&row, "change_sequence")?,
+                num_instances: u64::try_from(rows::integer(&row, "num_instances")?)
+                    .map_err(|_| CatalogError::corrupted("instance count"))?,
+                document: rows::text(&row, "document")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn put_series_metadata(&self, cached: &CachedSeriesMetadata) -> CatalogResult<()> {
+        let _write_guard = self.write_guard().await;
+        sqlx::query(
+            "INSERT INTO series_metadata_cache (series_instance_uid, study_instance_uid, \
+             change_sequence, num_instances, document) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (series_instance_uid) DO UPDATE SET \
+             study_instance_uid = excluded.study_instance_uid, \
+             change_sequence = excluded.change_sequence, \
+             num_instances = excluded.num_instances, document = excluded.document \
+             WHERE series_metadata_cache.change_sequence <= excluded.change_sequence",
+        )
+        .bind(cached.series_instance_uid.as_str())
+        .bind(cached.study_instance_uid.as_str())
+        .bind(cached.change_sequence)
+        .bind(i64::try_from(cached.num_instances).unwrap_or(i64::MAX))
+        .bind(cached.document.as_str())
+        .execute(&self.pool)
+        .await
+        .map_err(|error| CatalogError::from_sqlx("store a series metadata document", error))?;
         Ok(())
     }
 }

@@ -10,6 +10,7 @@ use tracing::info;
 
 mod dimse_cli;
 mod search_cli;
+mod tier_cli;
 
 /// Strata: a Vendor Neutral Archive for medical images.
 ///
@@ -66,8 +67,14 @@ enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Starts the archive: DICOMweb (STOW-RS, QIDO-RS, WADO-RS) under /dicomweb.
+    /// Starts the archive: DICOMweb (STOW-RS, QIDO-RS, WADO-RS) under /dicomweb, FHIR under
+    /// /fhir, DIMSE, full-text search; every role in one process unless --roles says otherwise.
     Serve {
+        /// The roles this process plays, comma-separated: ingest (STOW-RS, C-STORE), gateway
+        /// (DICOMweb and DIMSE reads, FHIR), search (indexer, /api/search), tiering; or `all`
+        /// [default: all].
+        #[arg(long, env = "STRATA_ROLES", value_name = "ROLE,...", value_parser = parse_roles_flag)]
+        roles: Option<RoleList>,
         /// Directory for embedded state (SQLite catalog, objects, spool) [default: ./strata-data].
         #[arg(long)]
         data_dir: Option<PathBuf>,
@@ -99,6 +106,11 @@ enum Command {
     /// Searches the full-text metadata index: `strata search "right lung nodule"`;
     /// `strata search rebuild` rebuilds it from the catalog (docs/search.md).
     Search(search_cli::SearchArgs),
+    /// Tiered storage: `strata tier status`, `strata tier apply [--dry-run]`,
+    /// `strata tier restore STUDY` (docs/tiering.md).
+    Tier(tier_cli::TierArgs),
+    /// Fixity: `strata fixity check [--shallow] [--limit N]` (docs/tiering.md).
+    Fixity(tier_cli::FixityArgs),
     /// Prints the effective configuration (secrets hidden) and exits.
     Config {
         /// Directory for embedded state [default: ./strata-data].
@@ -109,7 +121,29 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    let mut telemetry_config = strata_telemetry::TelemetryConfig::new("strata");
+    telemetry_config.log_format = match cli.log_format {
+        LogFormat::Text => strata_telemetry::LogFormat::Text,
+        LogFormat::Json => strata_telemetry::LogFormat::Json,
+    };
+    if let Command::Serve {
+        roles: Some(roles), ..
+    } = &cli.command
+    {
+        let names: Vec<&str> = roles.0.iter().map(|role| role.as_str()).collect();
+        telemetry_config
+            .resource_attributes
+            .push(("strata.roles".to_owned(), names.join(",")));
+    }
+    // Logs, traces (OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set) and metrics; the guard
+    // exports what is left when it drops, after the runtime (docs/observability.md).
+    let telemetry = match strata_telemetry::init(telemetry_config) {
+        Ok(guard) => guard,
+        Err(error) => {
+            eprintln!("error: failed to start telemetry: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -120,7 +154,10 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    let result = runtime.block_on(run(cli));
+    drop(runtime);
+    drop(telemetry);
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
@@ -132,11 +169,15 @@ fn main() -> std::process::ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve {
+            roles,
             data_dir,
             http_addr,
             dimse,
         } => {
             let mut config = load_config(cli.config, data_dir, http_addr)?;
+            if let Some(roles) = roles {
+                config.roles = roles.0;
+            }
             apply_dimse_flags(&mut config, dimse)?;
             let shutdown = CancellationToken::new();
             let signal_token = shutdown.clone();
@@ -148,10 +189,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Echo { target } => dimse_cli::echo(target).await,
         Command::Search(args) => search_cli::run(cli.config, args).await,
+        Command::Tier(args) => tier_cli::run_tier(cli.config, args).await,
+        Command::Fixity(args) => tier_cli::run_fixity(cli.config, args).await,
         Command::Store { target, paths } => dimse_cli::store(target, paths).await,
         Command::Migrate { data_dir } => {
             let config = load_config(cli.config, data_dir, None)?;
-            strata_catalog::open_catalog(&config.catalog.uri, 1)
+            let catalog_uri = strata_serve::catalog_uri_with_password(&config)?;
+            strata_catalog::open_catalog(&catalog_uri, 1)
                 .await
                 .with_context(|| {
                     format!(
@@ -215,21 +259,20 @@ fn apply_dimse_flags(config: &mut NodeConfig, flags: DimseFlags) -> anyhow::Resu
     Ok(())
 }
 
-fn json_text(config: &NodeConfig) -> anyhow::Result<String> {
-    Ok(serde_json::to_string_pretty(config)?)
+/// The value of `--roles`: one flag holding the whole comma-separated list.
+#[derive(Debug, Clone)]
+struct RoleList(Vec<strata_config::Role>);
+
+fn parse_roles_flag(list: &str) -> Result<RoleList, String> {
+    let roles = strata_config::parse_roles(list).map_err(|error| error.to_string())?;
+    if roles.is_empty() {
+        return Err("name at least one role".to_owned());
+    }
+    Ok(RoleList(roles))
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("STRATA_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+fn json_text(config: &NodeConfig) -> anyhow::Result<String> {
+    Ok(serde_json::to_string_pretty(config)?)
 }
 
 async fn wait_for_signal() {

@@ -6,10 +6,14 @@
 //! any port opens. Depends only on `strata-types`.
 
 mod node;
+mod roles;
 mod search;
+mod tiering;
 
 pub use node::{
     CatalogConfig, ConfigError, DicomwebConfig, DimseConfig, HttpConfig, IngestConfig, NodeConfig,
     S3Config, StorageConfig,
 };
+pub use roles::{Role, UnknownRole, parse_roles};
 pub use search::SearchConfig;
+pub use tiering::{HOT_TIER, TierConfig, TierRule, TieringConfig};

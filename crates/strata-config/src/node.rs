@@ -28,6 +28,10 @@ pub enum ConfigError {
 pub struct NodeConfig {
     /// Directory for embedded state: the SQLite catalog, local objects and the spool.
     pub data_dir: PathBuf,
+    /// The roles this process plays (`--roles`); every role by default.
+    pub roles: Vec<crate::Role>,
+    /// On SIGTERM, how long in-flight HTTP requests and DIMSE associations may take to finish.
+    pub drain_timeout_seconds: u64,
     pub http: HttpConfig,
     pub catalog: CatalogConfig,
     pub storage: StorageConfig,
@@ -35,6 +39,7 @@ pub struct NodeConfig {
     pub dicomweb: DicomwebConfig,
     pub dimse: DimseConfig,
     pub search: crate::SearchConfig,
+    pub tiering: crate::TieringConfig,
 }
 
 /// The HTTP listener.
@@ -55,6 +60,10 @@ pub struct CatalogConfig {
     /// Reads the PostgreSQL password from this file (a mounted secret) when set.
     pub password_file: Option<PathBuf>,
     pub max_connections: u32,
+    /// Applies pending schema migrations at start-up. Set to false where `strata migrate` runs
+    /// separately (a Helm pre-upgrade Job): the process then refuses to start on an outdated
+    /// schema instead of racing other replicas.
+    pub auto_migrate: bool,
 }
 
 /// The object store.
@@ -110,6 +119,12 @@ pub struct DicomwebConfig {
     pub max_request_bytes: u64,
     /// The QIDO-RS result limit applied when the client gives none (and the most it may ask).
     pub max_query_results: u64,
+    /// Origins allowed to call DICOMweb from a browser (CORS), e.g. `https://viewer.example.org`;
+    /// `["*"]` allows any origin; empty (the default) sends no CORS headers.
+    pub cors_allowed_origins: Vec<String>,
+    /// Whether `DELETE` of studies, series and instances is allowed; when false (the default)
+    /// it answers 405. Deletion removes rows and objects for good.
+    pub allow_delete: bool,
 }
 
 /// The DIMSE listener (C-ECHO, C-STORE, C-FIND, C-MOVE, C-GET). See PS3.7 and PS3.8.
@@ -140,6 +155,8 @@ impl Default for NodeConfig {
     fn default() -> Self {
         Self {
             data_dir: PathBuf::from("./strata-data"),
+            roles: crate::Role::ALL.to_vec(),
+            drain_timeout_seconds: 30,
             http: HttpConfig::default(),
             catalog: CatalogConfig::default(),
             storage: StorageConfig::default(),
@@ -147,6 +164,7 @@ impl Default for NodeConfig {
             dicomweb: DicomwebConfig::default(),
             dimse: DimseConfig::default(),
             search: crate::SearchConfig::default(),
+            tiering: crate::TieringConfig::default(),
         }
     }
 }
@@ -186,6 +204,7 @@ impl Default for CatalogConfig {
             uri: String::new(),
             password_file: None,
             max_connections: 16,
+            auto_migrate: true,
         }
     }
 }
@@ -220,6 +239,8 @@ impl Default for DicomwebConfig {
             public_base_url: None,
             max_request_bytes: 64 << 30,
             max_query_results: 1000,
+            cors_allowed_origins: Vec::new(),
+            allow_delete: false,
         }
     }
 }
@@ -251,11 +272,14 @@ impl NodeConfig {
         let mut env_figment = Figment::new();
         for (key, value) in &env_map {
             let path = key["STRATA__".len()..].to_lowercase().replace("__", ".");
-            env_figment = env_figment.merge(Serialized::global(&path, parse_env_value(value)));
+            env_figment =
+                env_figment.merge(Serialized::global(&path, parse_env_value(&path, value)));
         }
+        // Lossy: environment strings become numbers and booleans where the field wants one,
+        // and stay strings where it wants a string (an all-digit S3 access key id).
         let config: NodeConfig = figment
             .merge(env_figment)
-            .extract()
+            .extract_lossy()
             .map_err(|error| ConfigError::Load(error.to_string()))?;
         config.resolved()
     }
@@ -300,6 +324,12 @@ impl NodeConfig {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        if self.roles.is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "roles",
+                reason: "name at least one of ingest, gateway, search, tiering".to_owned(),
+            });
+        }
         parse_socket_addr(&self.http.addr)?;
         let catalog_uri = self.catalog.uri.as_str();
         if !(catalog_uri.starts_with("sqlite:")
@@ -358,11 +388,28 @@ impl NodeConfig {
             self.validate_dimse()?;
         }
         self.search.validate()?;
+        self.tiering.validate(&self.storage.uri)?;
         if self.dicomweb.max_query_results == 0 {
             return Err(ConfigError::Invalid {
                 key: "dicomweb.max_query_results",
                 reason: "must be at least 1".to_owned(),
             });
+        }
+        for origin in &self.dicomweb.cors_allowed_origins {
+            let well_formed = origin == "*"
+                || ((origin.starts_with("http://") || origin.starts_with("https://"))
+                    && !origin.trim_end_matches('/').contains(['?', '#', ' '])
+                    && origin.split("://").nth(1).is_some_and(|rest| {
+                        !rest.is_empty() && !rest.trim_end_matches('/').contains('/')
+                    }));
+            if !well_formed {
+                return Err(ConfigError::Invalid {
+                    key: "dicomweb.cors_allowed_origins",
+                    reason: format!(
+                        "`{origin}` is not an origin: use `*` or `scheme://host[:port]`"
+                    ),
+                });
+            }
         }
         Ok(())
     }
@@ -392,7 +439,9 @@ impl NodeConfig {
             });
         }
         for (ae_title, address) in &self.dimse.peers {
-            if !valid_ae_title(ae_title) || parse_socket_addr(address).is_err() {
+            // Syntax only: a peer's host name is resolved when a C-MOVE uses it, so one that
+            // does not resolve yet (a Kubernetes Service created later) cannot stop start-up.
+            if !valid_ae_title(ae_title) || !is_host_port(address) {
                 return Err(ConfigError::Invalid {
                     key: "dimse.peers",
                     reason: format!("`{ae_title}` = `{address}` is not AE_TITLE = \"HOST:PORT\""),
@@ -415,17 +464,34 @@ fn parse_socket_addr(value: &str) -> Result<SocketAddr, ConfigError> {
         })
 }
 
-/// Environment values are strings; numbers and booleans are recognised so that
-/// `STRATA__CATALOG__MAX_CONNECTIONS=4` works.
-fn parse_env_value(value: &str) -> figment::value::Value {
-    if let Ok(number) = value.parse::<u64>() {
-        return figment::value::Value::from(number);
+/// Whether `value` is `HOST:PORT` (a name, an IPv4 address or a bracketed IPv6 address, and a
+/// port number), without resolving the host.
+fn is_host_port(value: &str) -> bool {
+    let Some((host, port)) = value.rsplit_once(':') else {
+        return false;
+    };
+    let host = host
+        .strip_prefix('[')
+        .and_then(|inner| inner.strip_suffix(']'))
+        .unwrap_or(host);
+    !host.is_empty()
+        && !host.contains(char::is_whitespace)
+        && port.parse::<u16>().is_ok_and(|port| port > 0)
+}
+
+/// Environment values stay strings (the lossy extraction turns `4` and `true` into numbers and
+/// booleans where a field wants them); `STRATA__ROLES=ingest,gateway` is a list.
+fn parse_env_value(path: &str, value: &str) -> figment::value::Value {
+    if path == "roles" {
+        let roles: Vec<String> = value
+            .split(',')
+            .map(str::trim)
+            .filter(|role| !role.is_empty())
+            .map(str::to_owned)
+            .collect();
+        return figment::value::Value::from(roles);
     }
-    match value {
-        "true" => figment::value::Value::from(true),
-        "false" => figment::value::Value::from(false),
-        _ => figment::value::Value::from(value.to_owned()),
-    }
+    figment::value::Value::from(value.to_owned())
 }
 
 #[cfg(test)]
@@ -558,6 +624,28 @@ mod dimse_tests {
         let error =
             NodeConfig::load(None, env(&[("STRATA__DIMSE__PEERS__PACS", "no-port")])).unwrap_err();
         assert!(error.to_string().contains("dimse.peers"), "{error}");
+    }
+
+    #[test]
+    fn test_env_strings_stay_strings_and_roles_are_lists() {
+        let config = NodeConfig::load(
+            None,
+            env(&[
+                ("STRATA__STORAGE__S3__ACCESS_KEY_ID", "0123456789"),
+                ("STRATA__CATALOG__MAX_CONNECTIONS", "4"),
+                ("STRATA__CATALOG__AUTO_MIGRATE", "false"),
+                ("STRATA__ROLES", "gateway, search"),
+                // Resolved when used, not at load: a Service that does not exist yet is fine.
+                ("STRATA__DIMSE__PEERS__VIEWER", "viewer.cluster.invalid:11112"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.storage.s3.access_key_id.as_deref(), Some("0123456789"));
+        assert_eq!(config.catalog.max_connections, 4);
+        assert!(!config.catalog.auto_migrate);
+        assert_eq!(config.roles, vec![crate::Role::Gateway, crate::Role::Search]);
+        let error = NodeConfig::load(None, env(&[("STRATA__ROLES", "gateway,indexer")])).unwrap_err();
+        assert!(error.to_string().contains("indexer"), "{error}");
     }
 }
 

@@ -23,6 +23,9 @@ pub struct SearchConfig {
     pub commit_interval_ms: u64,
     /// Indexes private tags (odd groups) too.
     pub include_private_tags: bool,
+    /// Base URL of a search process (`http://strata-search:8080`) that a process without the
+    /// search role forwards `GET /api/search` to. Unset: such a process does not serve it.
+    pub url: Option<String>,
 }
 
 impl Default for SearchConfig {
@@ -33,6 +36,7 @@ impl Default for SearchConfig {
             poll_interval_ms: 500,
             commit_interval_ms: 5_000,
             include_private_tags: false,
+            url: None,
         }
     }
 }

@@ -60,6 +60,63 @@ pub struct PixelDataLayout {
     pub fragments: Vec<(u64, u32)>,
 }
 
+impl PixelDataLayout {
+    /// Returns the layout as the compact JSON the catalog records, every offset moved by
+    /// `shift` bytes (the length of a Part 10 header written in front of the received bytes):
+    /// `{"native":[offset,length]}` or `{"fragments":[[offset,length],...]}` (the Basic
+    /// Offset Table first).
+    pub fn to_catalog_json(&self, shift: u64) -> String {
+        match self.native_length {
+            Some(length) => {
+                serde_json::json!({ "native": [self.value_offset + shift, length] }).to_string()
+            }
+            None => {
+                let fragments: Vec<[u64; 2]> = self
+                    .fragments
+                    .iter()
+                    .map(|&(offset, length)| {
+                        // Empty items are reported at offset 0; only their length matters.
+                        let offset = if length == 0 { 0 } else { offset + shift };
+                        [offset, u64::from(length)]
+                    })
+                    .collect();
+                serde_json::json!({ "fragments": fragments }).to_string()
+            }
+        }
+    }
+
+    /// Parses the catalog JSON written by [`PixelDataLayout::to_catalog_json`].
+    pub fn from_catalog_json(text: &str) -> Option<Self> {
+        let value: serde_json::Value = serde_json::from_str(text).ok()?;
+        if let Some(native) = value.get("native") {
+            let offset = native.get(0)?.as_u64()?;
+            let length = native.get(1)?.as_u64()?;
+            return Some(Self {
+                value_offset: offset,
+                native_length: Some(length),
+                fragments: Vec::new(),
+            });
+        }
+        let fragments = value
+            .get("fragments")?
+            .as_array()?
+            .iter()
+            .map(|pair| {
+                let offset = pair.get(0)?.as_u64()?;
+                let length = u32::try_from(pair.get(1)?.as_u64()?).ok()?;
+                Some((offset, length))
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(Self {
+            value_offset: fragments
+                .first()
+                .map_or(0, |&(offset, _)| offset.saturating_sub(8)),
+            native_length: None,
+            fragments,
+        })
+    }
+}
+
 /// The outcome of inspecting a received object that can be archived.
 #[derive(Debug, Clone)]
 pub struct InspectedInstance {

@@ -4,12 +4,22 @@
 //! catalog query (`strata-catalog`), WADO-RS streams objects from `strata-storage`. Holds no
 //! state of its own.
 
+mod bulkdata;
+mod delete;
+mod frames;
+mod http_layers;
 mod media;
 mod problem;
 mod qido;
 mod qido_params;
+mod rendered;
+mod series_cache;
 mod stow;
+mod stow_json;
+mod transcode;
 mod wado;
+mod wado_uri;
+mod zip;
 
 use std::sync::Arc;
 
@@ -19,6 +29,7 @@ use strata_catalog::Catalog;
 use strata_ingest::IngestPipeline;
 use strata_storage::BlobStore;
 
+pub use delete::{DeletionCheck, DeletionGuard, delete_and_purge, find_unreferenced_objects};
 pub use problem::Problem;
 
 /// Settings of the DICOMweb service.
@@ -31,6 +42,11 @@ pub struct DicomwebSettings {
     pub max_query_results: u64,
     /// Instances of one STOW-RS request processed concurrently.
     pub ingest_concurrency: usize,
+    /// Whether `DELETE` on studies, series and instances is allowed (405 otherwise).
+    pub allow_delete: bool,
+    /// Origins allowed to call the service from a browser (CORS); `*` allows any; empty sends
+    /// no CORS headers.
+    pub cors_allowed_origins: Vec<String>,
 }
 
 /// Everything the handlers need; cheap to clone.
@@ -40,11 +56,14 @@ pub struct DicomwebState {
     pub store: Arc<dyn BlobStore>,
     pub pipeline: IngestPipeline,
     pub settings: Arc<DicomwebSettings>,
+    /// Retention / legal-hold check before a DELETE; `None` allows every deletion.
+    pub deletion_guard: Option<DeletionGuard>,
 }
 
 /// Returns the DICOMweb router, to be nested under `/dicomweb`.
 pub fn router(state: DicomwebState) -> Router {
-    Router::new()
+    let cors_allowed_origins = state.settings.cors_allowed_origins.clone();
+    let router = Router::new()
         .route(
             "/studies",
             get(qido::search_studies).post(stow::store_instances),
@@ -53,7 +72,9 @@ pub fn router(state: DicomwebState) -> Router {
         .route("/instances", get(qido::search_all_instances))
         .route(
             "/studies/{study}",
-            get(wado::retrieve_study).post(stow::store_instances_in_study),
+            get(wado::retrieve_study)
+                .post(stow::store_instances_in_study)
+                .delete(delete::delete_study),
         )
         .route("/studies/{study}/metadata", get(wado::study_metadata))
         .route("/studies/{study}/series", get(qido::search_study_series))
@@ -63,7 +84,7 @@ pub fn router(state: DicomwebState) -> Router {
         )
         .route(
             "/studies/{study}/series/{series}",
-            get(wado::retrieve_series),
+            get(wado::retrieve_series).delete(delete::delete_series),
         )
         .route(
             "/studies/{study}/series/{series}/metadata",
@@ -75,13 +96,50 @@ pub fn router(state: DicomwebState) -> Router {
         )
         .route(
             "/studies/{study}/series/{series}/instances/{instance}",
-            get(wado::retrieve_instance),
+            get(wado::retrieve_instance).delete(delete::delete_instance),
         )
         .route(
             "/studies/{study}/series/{series}/instances/{instance}/metadata",
             get(wado::instance_metadata),
         )
-        .with_state(state)
+        .route(
+            "/studies/{study}/series/{series}/instances/{instance}/frames/{frames}",
+            get(frames::retrieve_frames),
+        )
+        .route(
+            "/studies/{study}/series/{series}/instances/{instance}/bulk/{*path}",
+            get(bulkdata::retrieve_bulkdata),
+        )
+        // Rendered and thumbnail resources, WADO-URI (issue 3, rendered.rs / wado_uri.rs).
+        .route("/studies/{study}/rendered", get(rendered::study_rendered))
+        .route("/studies/{study}/thumbnail", get(rendered::study_thumbnail))
+        .route(
+            "/studies/{study}/series/{series}/rendered",
+            get(rendered::series_rendered),
+        )
+        .route(
+            "/studies/{study}/series/{series}/thumbnail",
+            get(rendered::series_thumbnail),
+        )
+        .route(
+            "/studies/{study}/series/{series}/instances/{instance}/rendered",
+            get(rendered::instance_rendered),
+        )
+        .route(
+            "/studies/{study}/series/{series}/instances/{instance}/thumbnail",
+            get(rendered::instance_thumbnail),
+        )
+        .route(
+            "/studies/{study}/series/{series}/instances/{instance}/frames/{frames}/rendered",
+            get(rendered::frame_rendered),
+        )
+        .route(
+            "/studies/{study}/series/{series}/instances/{instance}/frames/{frames}/thumbnail",
+            get(rendered::frame_thumbnail),
+        )
+        .route("/wado", get(wado_uri::retrieve))
+        .with_state(state);
+    http_layers::browser_layers(router, &cors_allowed_origins)
 }
 
 /// Returns the base URL of the DICOMweb service for RetrieveURL and BulkDataURI.

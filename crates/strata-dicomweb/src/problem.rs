@@ -71,3 +71,37 @@ impl IntoResponse for Problem {
             .into_response()
     }
 }
+
+/// Answers 503 with Retry-After and a problem body when some of `locations` are archived and
+/// being restored (docs/tiering.md, "Restores"); `None` when they can all be read now. Other
+/// storage errors are left to the streaming response, as before.
+pub(crate) async fn unreadable(
+    state: &crate::DicomwebState,
+    locations: &[strata_catalog::InstanceLocation],
+) -> Option<Response> {
+    let keys: Vec<strata_types::ObjectKey> = locations
+        .iter()
+        .map(|location| location.object.key.clone())
+        .collect();
+    let error = state.store.check_readable(&keys).await.err()?;
+    let strata_storage::StorageErrorKind::RestoreRequired {
+        retry_after_seconds,
+    } = error.kind
+    else {
+        return None;
+    };
+    let mut response = Problem {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        detail: format!(
+            "the requested instances are in archive storage and are being restored; retry after \
+             {retry_after_seconds} seconds"
+        ),
+    }
+    .into_response();
+    if let Ok(value) = http::HeaderValue::from_str(&retry_after_seconds.to_string()) {
+        response
+            .headers_mut()
+            .insert(http::header::RETRY_AFTER, value);
+    }
+    Some(response)
+}

@@ -75,6 +75,10 @@ pub(crate) async fn search_series_instances(
     .await
 }
 
+/// The response header with the number of matches of a QIDO-RS query over all pages (the
+/// common `X-Total-Count` convention; PS3.18 defines none).
+pub(crate) const TOTAL_COUNT_HEADER: &str = "x-total-count";
+
 async fn search(
     state: DicomwebState,
     level: QueryLevel,
@@ -120,6 +124,17 @@ async fn run_search(
     if let Some(limit) = requested_limit {
         matches.truncate(limit as usize);
     }
+    // The total number of matches: known from the page itself unless it was truncated or
+    // started past the last match; only then counted (one more query, for paging clients).
+    let total = if !truncated && (query.offset == 0 || !matches.is_empty()) {
+        query.offset + matches.len() as u64
+    } else {
+        state
+            .catalog
+            .count_matches(&query)
+            .await
+            .map_err(|error| Problem::unavailable(&error))?
+    };
     let base = base_url(&state.settings, headers);
     let scoped = study.is_some();
     let results: Vec<Json> = matches
@@ -131,6 +146,9 @@ async fn run_search(
         Json::Array(results).to_string(),
     )
         .into_response();
+    response
+        .headers_mut()
+        .insert(TOTAL_COUNT_HEADER, http::HeaderValue::from(total));
     let mut warnings = request.warnings.clone();
     if truncated {
         warnings.push(format!(

@@ -214,6 +214,8 @@ pub(crate) struct QidoRequest {
     pub include_all: bool,
     /// Texts for the `Warning` response header.
     pub warnings: Vec<String>,
+    /// `fuzzymatching=true`: person names match fuzzily.
+    pub fuzzy_matching: bool,
 }
 
 fn level_rank(level: QueryLevel) -> u8 {
@@ -258,11 +260,8 @@ pub(crate) fn parse_query(
                 })?;
             }
             "fuzzymatching" => match value {
-                "false" => {}
-                "true" => request.warnings.push(
-                    "299 strata \"The fuzzymatching parameter is not supported. Only literal matching has been performed.\""
-                        .to_owned(),
-                ),
+                "false" => request.fuzzy_matching = false,
+                "true" => request.fuzzy_matching = true,
                 _ => {
                     return Err(Problem::bad_request(format!(
                         "parameter `fuzzymatching`: `{value}` is neither true nor false"
@@ -308,6 +307,17 @@ pub(crate) fn parse_query(
             "299 strata \"The following attributes are not supported for matching at this level: {}\"",
             unsupported.join(", ")
         ));
+    }
+    if request.fuzzy_matching {
+        // Person names match word by word, case-, accent- and order-insensitively, each query
+        // word a prefix of a name word (docs/dicomweb.md, "Fuzzy matching").
+        for (key, _) in &mut query.filters {
+            *key = match *key {
+                MatchKey::PatientName => MatchKey::PatientNameFuzzy,
+                MatchKey::ReferringPhysicianName => MatchKey::ReferringPhysicianNameFuzzy,
+                other => other,
+            };
+        }
     }
     query.with_metadata = request.include_all || !request.include_tags.is_empty();
     Ok((query, request))

@@ -9,9 +9,10 @@ use serde_json::{Value as Json, json};
 use strata_ingest::{FailureReason, IngestError, IngestOutcome, IngestSource};
 use strata_types::StudyUid;
 use tokio::sync::Semaphore;
-use tracing::{info, warn};
+use tracing::{Instrument, info, warn};
 
 use crate::media::MediaType;
+use crate::stow_json;
 use crate::{DicomwebState, Problem, base_url};
 
 /// `POST /studies`.
@@ -62,13 +63,17 @@ async fn store(state: DicomwebState, study_uid: Option<StudyUid>, request: Reque
         ))
         .into_response();
     }
-    if let Some(root_type) = content_type.param("type")
-        && !root_type.eq_ignore_ascii_case("application/dicom")
-    {
-        return Problem::unsupported_media_type(format!(
-                "multipart/related type `{root_type}` is not supported: only application/dicom parts are"
+    let mut metadata_and_bulk_data = false;
+    if let Some(root_type) = content_type.param("type") {
+        if root_type.eq_ignore_ascii_case("application/dicom+json") {
+            metadata_and_bulk_data = true;
+        } else if !root_type.eq_ignore_ascii_case("application/dicom") {
+            return Problem::unsupported_media_type(format!(
+                "multipart/related type `{root_type}` is not supported: send application/dicom \
+                 or application/dicom+json"
             ))
             .into_response();
+        }
     }
     let Some(boundary) = content_type.param("boundary").map(str::to_owned) else {
         return Problem::bad_request(
@@ -82,8 +87,17 @@ async fn store(state: DicomwebState, study_uid: Option<StudyUid>, request: Reque
         calling_ae_title: None,
         remote_addr: remote_addr.map(|addr| addr.to_string()),
     });
-    let study_uid = Arc::new(study_uid);
     let mut multipart = multer::Multipart::new(body.into_data_stream(), boundary);
+    if metadata_and_bulk_data {
+        // PS3.18 §10.5.1.2.2: metadata with bulk data parts (see `stow_json`).
+        return match stow_json::receive(&state, multipart, source, study_uid.clone()).await {
+            Ok((outcomes, body_error)) => {
+                respond(&state, &headers, study_uid.as_ref(), outcomes, body_error)
+            }
+            Err(problem) => problem.into_response(),
+        };
+    }
+    let study_uid = Arc::new(study_uid);
     let permits = Arc::new(Semaphore::new(state.settings.ingest_concurrency.max(1)));
     let mut tasks = Vec::new();
     let mut body_error: Option<String> = None;
@@ -158,13 +172,17 @@ async fn store(state: DicomwebState, study_uid: Option<StudyUid>, request: Reque
         let pipeline = state.pipeline.clone();
         let source = source.clone();
         let study_uid = study_uid.clone();
-        tasks.push(tokio::spawn(async move {
-            let outcome = pipeline
-                .ingest(spooled, &source, study_uid.as_ref().as_ref())
-                .await;
-            drop(permit);
-            outcome
-        }));
+        // The task continues the request's span, so that its trace reaches storage and catalog.
+        tasks.push(tokio::spawn(
+            async move {
+                let outcome = pipeline
+                    .ingest(spooled, &source, study_uid.as_ref().as_ref())
+                    .await;
+                drop(permit);
+                outcome
+            }
+            .in_current_span(),
+        ));
     }
 
     let mut outcomes = Vec::with_capacity(tasks.len());
@@ -179,6 +197,23 @@ async fn store(state: DicomwebState, study_uid: Option<StudyUid>, request: Reque
             }
         }));
     }
+    respond(
+        &state,
+        &headers,
+        study_uid.as_ref().as_ref(),
+        outcomes,
+        body_error,
+    )
+}
+
+/// Answers a STOW-RS request with the outcomes of its parts.
+fn respond(
+    state: &DicomwebState,
+    headers: &http::HeaderMap,
+    study_uid: Option<&StudyUid>,
+    mut outcomes: Vec<IngestOutcome>,
+    body_error: Option<String>,
+) -> Response {
     if outcomes.is_empty() {
         let detail =
             body_error.unwrap_or_else(|| "the request holds no application/dicom part".to_owned());
@@ -193,8 +228,8 @@ async fn store(state: DicomwebState, study_uid: Option<StudyUid>, request: Reque
             message: message.clone(),
         });
     }
-    let base = base_url(&state.settings, &headers);
-    let (status, response) = store_response(&outcomes, &base, study_uid.as_ref().as_ref());
+    let base = base_url(&state.settings, headers);
+    let (status, response) = store_response(&outcomes, &base, study_uid);
     info!(
         num_parts = outcomes.len(),
         status = status.as_u16(),

@@ -7,21 +7,24 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use http::HeaderMap;
 use strata_catalog::InstanceLocation;
-use strata_dicom::BULK_DATA_PLACEHOLDER;
 use strata_types::{SeriesUid, SopInstanceUid, StudyUid};
 
 use crate::media::MediaType;
-use crate::{DicomwebState, Problem, base_url};
+use crate::{DicomwebState, Problem};
 
 /// The UIDs of a WADO-RS target.
-struct Target {
-    study: StudyUid,
-    series: Option<SeriesUid>,
-    instance: Option<SopInstanceUid>,
+pub(crate) struct Target {
+    pub(crate) study: StudyUid,
+    pub(crate) series: Option<SeriesUid>,
+    pub(crate) instance: Option<SopInstanceUid>,
 }
 
 impl Target {
-    fn parse(study: &str, series: Option<&str>, instance: Option<&str>) -> Result<Self, Problem> {
+    pub(crate) fn parse(
+        study: &str,
+        series: Option<&str>,
+        instance: Option<&str>,
+    ) -> Result<Self, Problem> {
         let bad = |what: &str, value: &str, error: strata_types::InvalidUid| {
             Problem::bad_request(format!("{what} UID `{value}` is invalid: {error}"))
         };
@@ -56,7 +59,7 @@ impl Target {
             .map(ToString::to_string)
     }
 
-    fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match (&self.series, &self.instance) {
             (Some(series), Some(instance)) => format!(
                 "instance {instance} of series {series} of study {}",
@@ -126,9 +129,9 @@ pub(crate) async fn instance_metadata(
     .await
 }
 
-/// Checks the Accept header of an instance retrieval. Returns the requested transfer syntax
-/// (`None`: as stored). Objects are served as stored; transcoding is not offered, so a request
-/// for another explicit transfer syntax is answered 406.
+/// Checks the Accept header of an instance retrieval. Returns the requested transfer syntax:
+/// `None` when none is named (Explicit VR Little Endian by default), `Some("*")` for any; see
+/// `transcode::plan` for what each gives.
 fn accepted_transfer_syntax(headers: &HeaderMap) -> Result<Option<String>, Problem> {
     let Some(accept) = headers
         .get(http::header::ACCEPT)
@@ -152,10 +155,7 @@ fn accepted_transfer_syntax(headers: &HeaderMap) -> Result<Option<String>, Probl
         if !matches!(part_type, "application/dicom" | "*/*" | "application/*") {
             continue;
         }
-        return Ok(range
-            .param("transfer-syntax")
-            .filter(|ts| *ts != "*")
-            .map(str::to_owned));
+        return Ok(range.param("transfer-syntax").map(str::to_owned));
     }
     Err(Problem::not_acceptable(format!(
         "none of the media types in Accept `{accept}` can be served: use multipart/related; type=\"application/dicom\""
@@ -169,23 +169,34 @@ async fn retrieve(
 ) -> Response {
     let result = async {
         let target = target?;
+        // `Accept: application/zip` (PS3.18 §8.7.5): the stored Part 10 objects in a zip.
+        if crate::zip::prefers_zip(&headers) {
+            let locations = locations(&state, &target).await?;
+            if let Some(response) = crate::problem::unreadable(&state, &locations).await {
+                return Ok(response);
+            }
+            return Ok(crate::zip::zip_response(&state, &target, locations));
+        }
         let requested_ts = accepted_transfer_syntax(&headers)?;
         let locations = locations(&state, &target).await?;
-        if let Some(requested) = &requested_ts
-            && let Some(other) = locations.iter().find(|location| &location.transfer_syntax_uid != requested) {
-                return Err(Problem::not_acceptable(format!(
-                    "instance {} is stored in transfer syntax {} and transcoding to {requested} is not offered; \
-                     ask for transfer-syntax=*",
-                    other.sop_instance_uid, other.transfer_syntax_uid
-                )));
-            }
-        Ok(multipart_response(&state, locations))
+        if let Some(response) = crate::problem::unreadable(&state, &locations).await {
+            return Ok(response);
+        }
+        // Transfer syntax negotiation and transcoding (issue 3): transcode.rs.
+        let deliveries = crate::transcode::plan(requested_ts.as_deref(), &locations)?;
+        if deliveries
+            .iter()
+            .all(|delivery| *delivery == crate::transcode::Delivery::AsStored)
+        {
+            return Ok(multipart_response(&state, locations));
+        }
+        crate::transcode::multipart_response(&state, locations, deliveries).await
     }
     .await;
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
-async fn locations(
+pub(crate) async fn locations(
     state: &DicomwebState,
     target: &Target,
 ) -> Result<Vec<InstanceLocation>, Problem> {
@@ -271,27 +282,7 @@ async fn metadata(
                 )));
             }
         }
-        let locations = locations(&state, &target).await?;
-        let documents = state
-            .catalog
-            .instance_metadata(&target.study, target.series.as_ref(), target.instance.as_ref())
-            .await
-            .map_err(|error| Problem::unavailable(&error))?;
-        let base = base_url(&state.settings, &headers);
-        let mut body = String::with_capacity(documents.iter().map(String::len).sum::<usize>() + 2);
-        body.push('[');
-        for (index, (document, location)) in documents.iter().zip(&locations).enumerate() {
-            if index > 0 {
-                body.push(',');
-            }
-            let instance_url = format!(
-                "{base}/studies/{}/series/{}/instances/{}/",
-                location.study_instance_uid, location.series_instance_uid, location.sop_instance_uid
-            );
-            body.push_str(&document.replace(BULK_DATA_PLACEHOLDER, &instance_url));
-        }
-        body.push(']');
-        Ok(([(http::header::CONTENT_TYPE, "application/dicom+json")], body).into_response())
+        crate::series_cache::metadata_response(&state, &target, &headers).await
     }
     .await;
     result.unwrap_or_else(IntoResponse::into_response)

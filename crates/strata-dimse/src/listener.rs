@@ -41,6 +41,13 @@ pub struct DimseSettings {
     pub idle_timeout: Duration,
     /// Known C-MOVE destinations: AE title → `HOST:PORT`.
     pub peers: BTreeMap<String, String>,
+    /// Accepts C-STORE requests (the ingest role). Without it, storage contexts are still
+    /// negotiated (C-GET sends over them) but a C-STORE is refused with 0122.
+    pub serve_storage: bool,
+    /// Offers the Query/Retrieve models: C-FIND, C-MOVE, C-GET (the gateway role).
+    pub serve_query_retrieve: bool,
+    /// On shutdown, how long in-flight associations may take to finish.
+    pub drain_timeout: Duration,
 }
 
 /// The services an association uses.
@@ -108,11 +115,14 @@ pub async fn serve_dimse(
         });
     }
     tasks.close();
-    if tokio::time::timeout(Duration::from_secs(30), tasks.wait())
+    if tokio::time::timeout(settings.drain_timeout, tasks.wait())
         .await
         .is_err()
     {
-        warn!("DIMSE associations did not finish within 30 s");
+        warn!(
+            drain_timeout_seconds = settings.drain_timeout.as_secs(),
+            "DIMSE associations did not finish within the drain timeout"
+        );
     }
     Ok(())
 }
@@ -195,9 +205,8 @@ impl Negotiation for StorageRoles {
     }
 }
 
-/// The abstract syntaxes served besides storage.
-const SERVICE_SOP_CLASSES: &[&str] = &[
-    uids::VERIFICATION,
+/// The Query/Retrieve abstract syntaxes (the gateway role).
+const QUERY_RETRIEVE_SOP_CLASSES: &[&str] = &[
     uids::PATIENT_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_FIND,
     uids::STUDY_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_FIND,
     uids::PATIENT_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_MOVE,
@@ -219,6 +228,7 @@ fn run_association(
         calling_ae_title = tracing::field::Empty
     );
     let _entered = span.enter();
+    let _association_metrics = strata_telemetry::metrics::dimse_association_started();
     if let Err(error) = socket.set_blocking_mode() {
         warn!(%error, "failed to configure the DIMSE socket");
         return;
@@ -231,7 +241,13 @@ fn run_association(
         .strict(false)
         .read_timeout(settings.artim_timeout)
         .write_timeout(settings.idle_timeout);
-    for sop_class_uid in SERVICE_SOP_CLASSES.iter().chain(STORAGE_SOP_CLASSES) {
+    options = options.with_abstract_syntax(uids::VERIFICATION);
+    if settings.serve_query_retrieve {
+        for sop_class_uid in QUERY_RETRIEVE_SOP_CLASSES {
+            options = options.with_abstract_syntax(*sop_class_uid);
+        }
+    }
+    for sop_class_uid in STORAGE_SOP_CLASSES {
         options = options.with_abstract_syntax(*sop_class_uid);
     }
     for transfer_syntax_uid in STORAGE_TRANSFER_SYNTAXES {

@@ -100,6 +100,36 @@ fn resolve(
             warn!(%error, "retrieve query failed");
             status::UNABLE_TO_PROCESS
         })
+        .and_then(|locations| refuse_archived(context, locations))
+}
+
+/// Refuses a retrieve that includes archived objects while they are restored
+/// (docs/tiering.md): their restore is started and the SCU gets 0xA702 (out of resources,
+/// unable to perform sub-operations), a refusal it may retry later.
+fn refuse_archived(
+    context: &AssociationContext,
+    locations: Vec<InstanceLocation>,
+) -> Result<Vec<InstanceLocation>, u16> {
+    let store = context.services.store.clone();
+    let keys: Vec<_> = locations
+        .iter()
+        .map(|location| location.object.key.clone())
+        .collect();
+    match context
+        .runtime
+        .block_on(async move { store.check_readable(&keys).await })
+    {
+        Err(error)
+            if matches!(
+                error.kind,
+                strata_storage::StorageErrorKind::RestoreRequired { .. }
+            ) =>
+        {
+            info!(%error, "retrieve of archived instances refused until they are restored");
+            Err(status::OUT_OF_RESOURCES_SUB_OPERATIONS)
+        }
+        _ => Ok(locations),
+    }
 }
 
 /// Reads a stored object whole.
@@ -329,6 +359,8 @@ pub(crate) fn handle_get(
         }
     };
     let channel_cell = std::cell::RefCell::new(&mut *channel);
+    // A C-CANCEL-RQ that arrives while a sub-operation waits for its C-STORE-RSP.
+    let cancel_requested = std::cell::Cell::new(false);
     let mut next_message_id = 1u16;
     let (progress, was_cancelled) = run_sub_operations(
         context,
@@ -357,16 +389,21 @@ pub(crate) fn handle_get(
                 let Some((_, response)) = channel.read_command()? else {
                     return Err(DimseError::aborted("peer released during a C-GET"));
                 };
-                if response.command_field() == Some(command_field::C_STORE_RSP) {
-                    return Ok(StoreScuOutcome::Status(
-                        response.status().unwrap_or(status::PROCESSING_FAILURE),
-                    ));
+                match response.command_field() {
+                    Some(command_field::C_STORE_RSP) => {
+                        return Ok(StoreScuOutcome::Status(
+                            response.status().unwrap_or(status::PROCESSING_FAILURE),
+                        ));
+                    }
+                    // Honoured after this sub-operation completes (PS3.4 C.4.3.3.1).
+                    Some(command_field::C_CANCEL_RQ) => cancel_requested.set(true),
+                    _ => {}
                 }
             }
         },
         |progress| {
             let mut channel = channel_cell.borrow_mut();
-            if cancelled(&mut channel)? {
+            if cancel_requested.get() || cancelled(&mut channel)? {
                 return Ok(true);
             }
             let response = Command::response_to(command, command_field::C_GET_RSP, status::PENDING);

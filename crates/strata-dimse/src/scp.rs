@@ -9,7 +9,7 @@ use dicom_dictionary_std::tags;
 use dicom_ul::ServerAssociation;
 use dicom_ul::pdu::{AbortRQSource, Pdu, PresentationContextResultReason};
 use strata_ingest::{IngestOutcome, IngestSource};
-use tracing::{info, warn};
+use tracing::{Instrument, info, warn};
 
 use crate::error::DimseError;
 use crate::listener::AssociationContext;
@@ -144,6 +144,22 @@ fn handle_store(
     let sop_instance_uid = command
         .string(tags::AFFECTED_SOP_INSTANCE_UID)
         .unwrap_or_default();
+    if !context.settings.serve_storage {
+        // A gateway-only process negotiates storage contexts for C-GET, but stores nothing.
+        channel.read_data_set_with(|_| Ok(()))?;
+        let mut response = Command::response_to(
+            command,
+            command_field::C_STORE_RSP,
+            strata_ingest::FailureReason::SopClassNotSupported.code(),
+        );
+        response.put_uid(tags::AFFECTED_SOP_INSTANCE_UID, &sop_instance_uid);
+        response.put_text(
+            tags::ERROR_COMMENT,
+            dicom_core::VR::LO,
+            "this process does not run the ingest role",
+        );
+        return channel.send_message(presentation_context.id, &response, None);
+    }
     let mut header = Vec::with_capacity(512);
     if let Err(error) = strata_dicom::write_part10_header(
         &mut header,
@@ -170,13 +186,17 @@ fn handle_store(
         calling_ae_title: Some(context.calling_ae_title.clone()),
         remote_addr: Some(context.peer_addr.to_string()),
     };
-    let ingest_task = context.runtime.spawn(async move {
-        let stream = futures::stream::poll_fn(move |cx| chunk_rx.poll_recv(cx));
-        match pipeline.spool(stream).await {
-            Ok(spooled) => Ok(pipeline.ingest(spooled, &source, None).await),
-            Err(error) => Err(error),
+    // The task continues the association's span (its trace reaches storage and catalog).
+    let ingest_task = context.runtime.spawn(
+        async move {
+            let stream = futures::stream::poll_fn(move |cx| chunk_rx.poll_recv(cx));
+            match pipeline.spool(stream).await {
+                Ok(spooled) => Ok(pipeline.ingest(spooled, &source, None).await),
+                Err(error) => Err(error),
+            }
         }
-    });
+        .in_current_span(),
+    );
     let _ = chunk_tx.blocking_send(Ok(Bytes::from(header)));
     let received = channel.read_data_set_with(|fragment| {
         // A closed channel means the spool already gave up (too large): keep draining the

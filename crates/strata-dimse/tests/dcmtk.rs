@@ -147,7 +147,11 @@ impl TestNode {
         let spool = self.data_path.join("spool");
         let mut files = Vec::new();
         for entry in std::fs::read_dir(spool)? {
-            files.push(entry?.path());
+            let entry = entry?;
+            // Subdirectories belong to other services (the tiering worker's staging area).
+            if entry.file_type()?.is_file() {
+                files.push(entry.path());
+            }
         }
         Ok(files)
     }

@@ -10,6 +10,7 @@ use strata_catalog::{
 };
 use strata_dicom::{InspectLimits, InspectedInstance, inspect_file, write_part10_header};
 use strata_storage::BlobStore;
+use strata_telemetry::metrics::IngestOutcomeLabel;
 use strata_types::{ObjectKey, StudyUid};
 use tracing::{info, warn};
 
@@ -73,7 +74,25 @@ impl IngestPipeline {
     /// archive failure (store or catalog down) is reported as a refusal with a Processing
     /// failure or Out of Resources reason. With `expected_study`, an object of another study
     /// is refused before anything is written (STOW-RS to `/studies/{study}`).
+    #[tracing::instrument(name = "ingest", skip_all, fields(protocol = %source.protocol))]
     pub async fn ingest(
+        &self,
+        spooled: SpooledObject,
+        source: &IngestSource,
+        expected_study: Option<&StudyUid>,
+    ) -> IngestOutcome {
+        let num_bytes = spooled.size_bytes;
+        let outcome = self.ingest_unmetered(spooled, source, expected_study).await;
+        let outcome_label = match &outcome {
+            IngestOutcome::Stored(stored) if stored.newly_stored => IngestOutcomeLabel::Stored,
+            IngestOutcome::Stored(_) => IngestOutcomeLabel::Duplicate,
+            IngestOutcome::Refused { .. } => IngestOutcomeLabel::Refused,
+        };
+        strata_telemetry::metrics::record_ingest(&source.protocol, outcome_label, num_bytes);
+        outcome
+    }
+
+    async fn ingest_unmetered(
         &self,
         spooled: SpooledObject,
         source: &IngestSource,
@@ -84,7 +103,11 @@ impl IngestPipeline {
             ..InspectLimits::default()
         };
         let path = spooled.path().to_owned();
-        let inspected = match tokio::task::spawn_blocking(move || inspect_file(&path, limits)).await
+        let parse_span = tracing::info_span!("dicom.parse", num_bytes = spooled.size_bytes);
+        let inspected = match tokio::task::spawn_blocking(move || {
+            parse_span.in_scope(|| inspect_file(&path, limits))
+        })
+        .await
         {
             Ok(Ok(inspected)) => inspected,
             Ok(Err(error)) => {
@@ -377,5 +400,9 @@ fn instance_record(
         },
         source: source.clone(),
         metadata_json: inspected.metadata.to_string(),
+        // A Part 10 header written in front of a received bare data set moves every offset.
+        pixel_data_layout: inspected.pixel_data.as_ref().map(|layout| {
+            layout.to_catalog_json(spooled.size_bytes.saturating_sub(inspected.file_len))
+        }),
     }
 }

@@ -100,6 +100,10 @@ async fn search(
         Err(error) if error.is_invalid_request() => {
             problem(StatusCode::BAD_REQUEST, &error.message)
         }
+        Err(error) if error.kind == crate::SearchErrorKind::Unavailable => {
+            tracing::warn!(%error, "search service unavailable");
+            problem(StatusCode::SERVICE_UNAVAILABLE, "the search service is unavailable")
+        }
         Err(error) => {
             tracing::error!(%error, "search failed");
             problem(StatusCode::INTERNAL_SERVER_ERROR, "internal error")

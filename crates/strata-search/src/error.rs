@@ -11,6 +11,8 @@ pub enum SearchErrorKind {
     Index,
     /// The catalog could not be read.
     Catalog,
+    /// A remote search process did not answer (or answered with a server error).
+    Unavailable,
 }
 
 /// An error of the search service. Messages name parameters and paths, never patient data.
@@ -20,7 +22,7 @@ pub struct SearchError {
     pub kind: SearchErrorKind,
     pub message: String,
     #[source]
-    source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    pub(crate) source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
 
 impl SearchError {

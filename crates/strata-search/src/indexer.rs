@@ -2,6 +2,9 @@
 //!
 //! Exactly-once in effect: each event names a study, and applying it rebuilds that study's
 //! whole document from the catalog, so applying an event twice gives the same index as once.
+//! Both kinds are handled alike: after `InstanceStored` (a new or additional instance) and
+//! after `InstanceDeleted` the document is rebuilt from the instances the catalog holds now,
+//! and removed when none is left.
 //! The cursor (the last applied event) is committed in the same tantivy commit as the
 //! documents, so after a kill the index and its cursor are those of the last commit, and the
 //! events after it are applied again: nothing is lost, nothing is counted twice.
@@ -84,8 +87,11 @@ impl Indexer {
                     )
                 })?;
             let Some(last_event) = events.last() else {
+                strata_telemetry::metrics::set_search_indexer_lag(0);
                 break;
             };
+            // A lower bound while catching up (a full batch may be followed by more).
+            strata_telemetry::metrics::set_search_indexer_lag(events.len() as i64);
             let last_sequence = last_event.sequence;
             let studies: BTreeSet<StudyUid> = events
                 .iter()

@@ -2,8 +2,10 @@
 //! per study, the indexer that follows the catalog's event log, and `GET /api/search`.
 //!
 //! Owns the index directory and its schema. Reads the catalog only through the `Catalog`
-//! trait (events and DICOM JSON metadata), never objects, SQL or HTTP clients of other
-//! services; depends on `strata-types` and `strata-catalog` only. See `docs/search.md`.
+//! trait (events and DICOM JSON metadata), never objects or SQL; depends on `strata-types`
+//! and `strata-catalog` only, plus an HTTP client for [`RemoteSearchService`], which lets a
+//! process without the search role answer `/api/search` through a search process. See
+//! `docs/search.md`.
 
 mod api;
 mod document;
@@ -11,6 +13,7 @@ mod error;
 mod index;
 mod indexer;
 mod query;
+mod remote;
 mod schema;
 
 pub use api::{LocalSearchService, SearchApiState, SearchService, parse_parameters, router};
@@ -20,4 +23,5 @@ pub use document::{
 pub use error::{SearchError, SearchErrorKind, SearchResult};
 pub use index::SearchIndex;
 pub use indexer::{Indexer, IndexerSettings};
+pub use remote::{HeaderInjector, RemoteSearchService};
 pub use query::{MAX_LIMIT, MAX_OFFSET, SearchHit, SearchRequest, SearchResponse, SortOrder};

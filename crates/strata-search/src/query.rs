@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::time::Instant;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tantivy::collector::{Count, FacetCollector, TopDocs};
 use tantivy::query::{
     AllQuery, BooleanQuery, BoostQuery, FuzzyTermQuery, Occur, Query, QueryParser, RangeQuery,
@@ -34,7 +34,7 @@ pub const MAX_LIMIT: usize = 200;
 pub const MAX_OFFSET: usize = 10_000;
 
 /// How results are ordered.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SortOrder {
     /// BM25 relevance, best first (the default).
@@ -62,6 +62,30 @@ pub struct SearchRequest {
     pub limit: usize,
 }
 
+impl SearchRequest {
+    /// The query parameters of `GET /api/search` that [`crate::parse_parameters`] turns back
+    /// into this request (what a remote client sends).
+    pub fn to_query_pairs(&self) -> Vec<(&'static str, String)> {
+        let mut pairs = vec![("q", self.query.clone())];
+        pairs.extend(self.modalities.iter().map(|value| ("modality", value.clone())));
+        pairs.extend(self.sources.iter().map(|value| ("source", value.clone())));
+        pairs.extend(self.institutions.iter().map(|value| ("institution", value.clone())));
+        if self.date_from.is_some() || self.date_to.is_some() {
+            let bound = |date: Option<u64>| date.map(|date| date.to_string()).unwrap_or_default();
+            pairs.push(("date", format!("{}-{}", bound(self.date_from), bound(self.date_to))));
+        }
+        let sort = match self.sort {
+            SortOrder::Relevance => "relevance",
+            SortOrder::DateDesc => "date_desc",
+            SortOrder::DateAsc => "date_asc",
+        };
+        pairs.push(("sort", sort.to_owned()));
+        pairs.push(("offset", self.offset.to_string()));
+        pairs.push(("limit", self.limit.to_string()));
+        pairs
+    }
+}
+
 impl Default for SearchRequest {
     fn default() -> Self {
         Self {
@@ -79,7 +103,7 @@ impl Default for SearchRequest {
 }
 
 /// One page of results.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SearchResponse {
     /// How many studies match (all pages).
     pub total: u64,
@@ -94,7 +118,7 @@ pub struct SearchResponse {
 }
 
 /// One matching study.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SearchHit {
     pub study_instance_uid: String,
     /// BM25 score (relevance order only).

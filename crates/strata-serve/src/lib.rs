@@ -19,10 +19,13 @@ use strata_dicomweb::{DicomwebSettings, DicomwebState};
 use strata_ingest::{IngestPipeline, IngestSettings};
 use strata_storage::BlobStore;
 use tokio_util::sync::CancellationToken;
-use tower_http::trace::TraceLayer;
-use tracing::{Span, info, info_span, warn};
+use tracing::{info, warn};
 
+mod roles;
 mod search;
+
+pub use roles::RoleSet;
+pub use strata_config::Role;
 
 /// A node that is serving.
 pub struct RunningNode {
@@ -39,15 +42,9 @@ pub struct RunningNode {
 /// Opens the catalog and the store, binds the HTTP listener and starts serving in a task.
 /// Fails before serving if a dependency is unusable, with a message that says which.
 pub async fn start_node(config: NodeConfig) -> anyhow::Result<RunningNode> {
-    let catalog_uri = catalog_uri_with_password(&config)?;
-    let catalog = strata_catalog::open_catalog(&catalog_uri, config.catalog.max_connections)
-        .await
-        .with_context(|| {
-            format!(
-                "failed to open the catalog at `{}`",
-                redact(&config.catalog.uri)
-            )
-        })?;
+    let roles = RoleSet::new(&config.roles);
+    let sql_catalog = open_catalog(&config).await?;
+    let catalog: Arc<dyn Catalog> = sql_catalog.clone();
     let store = strata_storage::open_blob_store(&config.storage)
         .with_context(|| format!("failed to open the object store `{}`", config.storage.uri))?;
     // Fail at start-up, not on the first request, when the store is unreachable.
@@ -62,6 +59,12 @@ pub async fn start_node(config: NodeConfig) -> anyhow::Result<RunningNode> {
             spool_dir.display()
         )
     })?;
+    // Tiered storage (docs/tiering.md): with tiers configured, every reader and writer goes
+    // through the tier the catalog names for each object.
+    let tiering_node =
+        strata_tiering::TieringNode::open(&config, store, catalog.clone(), sql_catalog.clone())
+            .context("failed to open the storage tiers ([tiering.tiers])")?;
+    let store = tiering_node.store();
 
     let pipeline = IngestPipeline::new(
         catalog.clone(),
@@ -84,15 +87,32 @@ pub async fn start_node(config: NodeConfig) -> anyhow::Result<RunningNode> {
             public_base_url: config.dicomweb.public_base_url.clone(),
             max_query_results: config.dicomweb.max_query_results,
             ingest_concurrency: config.ingest.concurrency,
+            cors_allowed_origins: config.dicomweb.cors_allowed_origins.clone(),
+            allow_delete: config.dicomweb.allow_delete,
         }),
+        deletion_guard: Some(deletion_guard(sql_catalog, &config)),
     };
-    let search_node = search::open_search(&config, catalog.clone())?;
+    let search_node = if roles.runs(Role::Search) {
+        search::open_search(&config, catalog.clone())?
+    } else {
+        None
+    };
+    let search_api_state = match &search_node {
+        Some(node) => Some(node.api_state.clone()),
+        None if roles.runs(Role::Gateway) => search::remote_search(&config)?,
+        None => None,
+    };
     let app = http_router(
         dicomweb_state,
-        catalog.clone(),
-        store.clone(),
+        HealthState {
+            catalog: catalog.clone(),
+            store: store.clone(),
+            search: search_node.as_ref().map(|node| node.api_state.clone()),
+        },
         config.dicomweb.max_request_bytes,
-        search_node.as_ref().map(|node| node.api_state.clone()),
+        search_api_state,
+        roles.runs(Role::Tiering).then(|| tiering_node.router()),
+        roles.clone(),
     );
 
     let listen_addr = config.http_socket_addr()?;
@@ -102,11 +122,14 @@ pub async fn start_node(config: NodeConfig) -> anyhow::Result<RunningNode> {
     let http_addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
     let shutdown_signal = shutdown.clone();
-    let (dimse_addr, dimse_task) = start_dimse(&config, dimse_services, shutdown.clone()).await?;
+    let (dimse_addr, dimse_task) =
+        start_dimse(&config, &roles, dimse_services, shutdown.clone()).await?;
     // The indexer stops on shutdown after committing what it applied (docs/search.md).
     let search_task = search_node.map(|node| tokio::spawn(node.indexer.run(shutdown.clone())));
+    let tiering_tasks = tiering_node.spawn(roles.runs(Role::Tiering), shutdown.clone());
     info!(
         %http_addr,
+        roles = %roles,
         dicomweb = %format!("http://{http_addr}/dicomweb"),
         catalog = %redact(&config.catalog.uri),
         storage = %store.describe(),
@@ -122,6 +145,9 @@ pub async fn start_node(config: NodeConfig) -> anyhow::Result<RunningNode> {
         .context("the HTTP server failed")?;
         if let Some(search_task) = search_task {
             search_task.await.context("the search indexer panicked")?;
+        }
+        for tiering_task in tiering_tasks {
+            tiering_task.await.context("a tiering task panicked")?;
         }
         if let Some(dimse_task) = dimse_task {
             dimse_task
@@ -145,10 +171,12 @@ type DimseTask = tokio::task::JoinHandle<std::io::Result<()>>;
 /// Binds the DIMSE listener (when enabled) and serves it in a task until `shutdown`.
 async fn start_dimse(
     config: &NodeConfig,
+    roles: &RoleSet,
     services: strata_dimse::DimseServices,
     shutdown: CancellationToken,
 ) -> anyhow::Result<(Option<SocketAddr>, Option<DimseTask>)> {
-    if !config.dimse.enabled {
+    // DIMSE belongs to ingest (C-STORE) and gateway (C-FIND/C-MOVE/C-GET); both answer C-ECHO.
+    if !config.dimse.enabled || !(roles.runs(Role::Ingest) || roles.runs(Role::Gateway)) {
         return Ok((None, None));
     }
     let listen_addr = config.dimse_socket_addr()?;
@@ -166,6 +194,9 @@ async fn start_dimse(
         artim_timeout: Duration::from_secs(config.dimse.artim_timeout_seconds),
         idle_timeout: Duration::from_secs(config.dimse.idle_timeout_seconds),
         peers: config.dimse.peers.clone(),
+        serve_storage: roles.runs(Role::Ingest),
+        serve_query_retrieve: roles.runs(Role::Gateway),
+        drain_timeout: Duration::from_secs(config.drain_timeout_seconds),
     };
     info!(%dimse_addr, ae_title = %settings.ae_title, "dimse listener ready dimse_addr={dimse_addr}");
     let task = tokio::spawn(strata_dimse::serve_dimse(
@@ -176,32 +207,99 @@ async fn start_dimse(
 
 /// Runs a node until `shutdown` is cancelled, then drains and returns.
 pub async fn serve_node(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    // A little beyond the DIMSE drain, so that the listener reports its own overrun first.
+    let drain_timeout = Duration::from_secs(config.drain_timeout_seconds + 2);
     let node = start_node(config).await?;
     shutdown.cancelled().await;
     info!("shutting down: no new requests, draining in-flight ones");
     node.shutdown.cancel();
-    match tokio::time::timeout(Duration::from_secs(30), node.task).await {
+    match tokio::time::timeout(drain_timeout, node.task).await {
         Ok(joined) => joined.context("the server task panicked")?,
         Err(_) => {
-            warn!("in-flight requests did not finish within 30 s; exiting anyway");
+            warn!(
+                drain_timeout_seconds = drain_timeout.as_secs(),
+                "in-flight requests did not finish within the drain timeout; exiting anyway"
+            );
             Ok(())
         }
     }
+}
+
+/// Opens the catalog; applies pending migrations when `catalog.auto_migrate`, and otherwise
+/// refuses an outdated schema (`strata migrate` owns migrations on multi-replica deployments).
+/// DICOMweb DELETE asks the tiering rules (legal hold, retention) first (docs/dicomweb.md).
+fn deletion_guard(
+    sql_catalog: Arc<strata_catalog::SqlCatalog>,
+    config: &NodeConfig,
+) -> strata_dicomweb::DeletionGuard {
+    let tiering_config = Arc::new(config.tiering.clone());
+    Arc::new(move |study| {
+        let tier_catalog = sql_catalog.clone();
+        let tiering_config = tiering_config.clone();
+        Box::pin(async move {
+            use strata_dicomweb::DeletionCheck;
+            match strata_tiering::check_deletion_allowed(
+                tier_catalog.as_ref(),
+                &tiering_config,
+                &study,
+            )
+            .await
+            {
+                Ok(()) => DeletionCheck::Allowed,
+                Err(strata_tiering::TieringError::DeletionRefused(reason)) => {
+                    DeletionCheck::Refused(reason)
+                }
+                Err(error) => DeletionCheck::Unavailable(error.to_string()),
+            }
+        })
+    })
+}
+
+async fn open_catalog(config: &NodeConfig) -> anyhow::Result<Arc<strata_catalog::SqlCatalog>> {
+    let catalog_uri = catalog_uri_with_password(config)?;
+    let open_error = || {
+        format!(
+            "failed to open the catalog at `{}`",
+            redact(&config.catalog.uri)
+        )
+    };
+    let catalog = strata_catalog::SqlCatalog::connect_without_migrations(
+        &catalog_uri,
+        config.catalog.max_connections,
+    )
+    .await
+    .with_context(open_error)?;
+    if config.catalog.auto_migrate {
+        catalog.migrate().await.with_context(open_error)?;
+    } else {
+        let pending = catalog.pending_migrations().await.with_context(open_error)?;
+        if !pending.is_empty() {
+            anyhow::bail!(
+                "the catalog schema is not current (pending migrations {pending:?}) and \
+                 catalog.auto_migrate is false: run `strata migrate` first"
+            );
+        }
+    }
+    Ok(Arc::new(catalog))
 }
 
 #[derive(Clone)]
 struct HealthState {
     catalog: Arc<dyn Catalog>,
     store: Arc<dyn BlobStore>,
+    /// The local search service, when this process runs the search role.
+    search: Option<strata_search::SearchApiState>,
 }
 
 fn http_router(
     dicomweb_state: DicomwebState,
-    catalog: Arc<dyn Catalog>,
-    store: Arc<dyn BlobStore>,
+    health_state: HealthState,
     max_request_bytes: u64,
     search_state: Option<strata_search::SearchApiState>,
+    tiering_router: Option<Router>,
+    roles: RoleSet,
 ) -> Router {
+    let catalog = health_state.catalog.clone();
     // FHIR R4 reads the same catalog; its Endpoint points at the DICOMweb base (issue 6).
     let fhir_state = strata_fhir::FhirState {
         catalog: catalog.clone(),
@@ -213,7 +311,7 @@ fn http_router(
     let health = Router::new()
         .route("/livez", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .with_state(HealthState { catalog, store });
+        .with_state(health_state);
     Router::new()
         .nest("/dicomweb", strata_dicomweb::router(dicomweb_state))
         .nest("/fhir", strata_fhir::router(fhir_state))
@@ -221,27 +319,21 @@ fn http_router(
             Some(search_state) => Router::new().nest("/api", strata_search::router(search_state)),
             None => Router::new(),
         })
-        .merge(health)
+        .merge(tiering_router.unwrap_or_default())
+        .layer(axum::middleware::from_fn_with_state(
+            roles,
+            roles::route_to_role,
+        ))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(
             usize::try_from(max_request_bytes).unwrap_or(usize::MAX),
         ))
-        .layer(
-            // Spans carry the method and the route template, never the query string (QIDO
-            // queries may hold patient names and IDs).
-            TraceLayer::new_for_http()
-                .make_span_with(|request: &http::Request<axum::body::Body>| {
-                    let route = request
-                        .extensions()
-                        .get::<axum::extract::MatchedPath>()
-                        .map(|path| path.as_str().to_owned())
-                        .unwrap_or_else(|| "unmatched".to_owned());
-                    info_span!("http_request", method = %request.method(), route = %route, status = tracing::field::Empty)
-                })
-                .on_response(|response: &http::Response<axum::body::Body>, latency: Duration, span: &Span| {
-                    span.record("status", response.status().as_u16());
-                    tracing::debug!(latency_ms = latency.as_millis() as u64, "response");
-                }),
-        )
+        // One span per request (method and route template, never the path's UIDs or the query
+        // string, which may hold patient names and IDs), continuing an incoming `traceparent`,
+        // and the request-duration histogram (docs/observability.md).
+        .layer(strata_telemetry::HttpTelemetryLayer::new())
+        // Probes and scrapes stay out of traces and latency metrics.
+        .merge(health)
+        .merge(strata_telemetry::metrics_router())
 }
 
 async fn readyz(State(state): State<HealthState>) -> impl IntoResponse {
@@ -256,6 +348,19 @@ async fn readyz(State(state): State<HealthState>) -> impl IntoResponse {
             "object store unavailable",
         );
     }
+    if let Some(search) = &state.search {
+        let probe = strata_search::SearchRequest {
+            limit: 1,
+            ..strata_search::SearchRequest::default()
+        };
+        if let Err(error) = search.service.search(probe).await {
+            warn!(%error, "not ready: search index");
+            return (
+                http::StatusCode::SERVICE_UNAVAILABLE,
+                "search index unavailable",
+            );
+        }
+    }
     (http::StatusCode::OK, "ready")
 }
 
@@ -266,8 +371,13 @@ async fn clean_spool(spool_dir: &Path) -> std::io::Result<()> {
     let mut entries = tokio::fs::read_dir(spool_dir).await?;
     let mut num_removed = 0u64;
     while let Some(entry) = entries.next_entry().await? {
-        if entry.file_name().to_string_lossy().starts_with("recv-") {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("recv-") {
             tokio::fs::remove_file(entry.path()).await?;
+            num_removed += 1;
+        } else if name.starts_with("wado-") && entry.file_type().await?.is_dir() {
+            // Transcoding and rendering copies of a request that was running.
+            tokio::fs::remove_dir_all(entry.path()).await?;
             num_removed += 1;
         }
     }
@@ -278,7 +388,7 @@ async fn clean_spool(spool_dir: &Path) -> std::io::Result<()> {
 }
 
 /// Applies `catalog.password_file` (a mounted secret) to a PostgreSQL URI.
-fn catalog_uri_with_password(config: &NodeConfig) -> anyhow::Result<String> {
+pub fn catalog_uri_with_password(config: &NodeConfig) -> anyhow::Result<String> {
     let Some(password_file) = &config.catalog.password_file else {
         return Ok(config.catalog.uri.clone());
     };

@@ -48,6 +48,37 @@ pub(crate) fn open_search(
             ..IndexerSettings::default()
         },
     );
+    let (dicomweb_base_url, fhir_base_url) = link_bases(config);
+    Ok(Some(SearchNode {
+        api_state: SearchApiState {
+            service: Arc::new(LocalSearchService::new(index)),
+            dicomweb_base_url,
+            fhir_base_url,
+        },
+        indexer,
+    }))
+}
+
+/// The search API of a process without the search role: forwards to `search.url` when set.
+pub(crate) fn remote_search(config: &NodeConfig) -> anyhow::Result<Option<SearchApiState>> {
+    let Some(url) = &config.search.url else {
+        return Ok(None);
+    };
+    // W3C trace context travels with each forwarded search (one trace across the roles).
+    let inject: strata_search::HeaderInjector =
+        Arc::new(strata_telemetry::inject_current_context);
+    let service = strata_search::RemoteSearchService::new(url, Some(inject))
+        .with_context(|| format!("search.url `{url}` is not usable"))?;
+    let (dicomweb_base_url, fhir_base_url) = link_bases(config);
+    Ok(Some(SearchApiState {
+        service: Arc::new(service),
+        dicomweb_base_url,
+        fhir_base_url,
+    }))
+}
+
+/// The DICOMweb and FHIR bases of the links in search results.
+fn link_bases(config: &NodeConfig) -> (String, String) {
     let dicomweb_base_url = config
         .dicomweb
         .public_base_url
@@ -59,12 +90,5 @@ pub(crate) fn open_search(
         Some(root) => format!("{root}/fhir"),
         None => "/fhir".to_owned(),
     };
-    Ok(Some(SearchNode {
-        api_state: SearchApiState {
-            service: Arc::new(LocalSearchService::new(index)),
-            dicomweb_base_url,
-            fhir_base_url,
-        },
-        indexer,
-    }))
+    (dicomweb_base_url, fhir_base_url)
 }

@@ -46,6 +46,14 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Lists every object whose key starts with `prefix` (empty: all objects).
     async fn list(&self, prefix: &str) -> StorageResult<Vec<ObjectMeta>>;
 
+    /// Fails when some of `keys` cannot be read now, before a response starts streaming them:
+    /// with `RestoreRequired` when an object is archived (its restore is then started). The
+    /// default, for stores without archive tiers, always succeeds.
+    async fn check_readable(&self, keys: &[ObjectKey]) -> StorageResult<()> {
+        let _ = keys;
+        Ok(())
+    }
+
     /// Describes the backend for logs, without secrets (`file:///data/objects`,
     /// `s3://bucket/prefix at http://host:3900`).
     fn describe(&self) -> String;

@@ -31,6 +31,10 @@ pub enum StorageErrorKind {
     Integrity,
     /// A local I/O error: the source file of an upload, or the local object directory.
     Io,
+    /// The object is on an archive tier and must be restored before it can be read; a restore
+    /// was started (or is running). Try again after `retry_after_seconds` (HTTP 503 +
+    /// Retry-After, DIMSE retrieve failure). See docs/tiering.md.
+    RestoreRequired { retry_after_seconds: u64 },
     /// Anything else.
     Other,
 }
@@ -45,6 +49,7 @@ impl StorageErrorKind {
             Self::InvalidKey => "invalid object key",
             Self::Integrity => "integrity check failed",
             Self::Io => "i/o error",
+            Self::RestoreRequired { .. } => "object is archived and being restored",
             Self::Other => "storage error",
         }
     }

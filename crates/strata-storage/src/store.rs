@@ -110,15 +110,19 @@ pub(crate) fn object_path(key: &ObjectKey) -> StorageResult<ObjectPath> {
 
 #[async_trait]
 impl BlobStore for ObjectStoreBlobStore {
+    #[tracing::instrument(name = "storage.put", skip_all, fields(object_key = %key))]
     async fn put_file(
         &self,
         key: &ObjectKey,
         path: &FsPath,
         sha256_hex: &str,
     ) -> StorageResult<()> {
-        crate::upload::put_file(self, key, path, sha256_hex).await
+        crate::upload::put_file(self, key, path, sha256_hex)
+            .await
+            .inspect_err(count_error("put"))
     }
 
+    #[tracing::instrument(name = "storage.get", skip_all, fields(object_key = %key))]
     async fn get(&self, key: &ObjectKey) -> StorageResult<(u64, ByteStream)> {
         const CONTEXT: &str = "failed to read object";
         let location = object_path(key)?;
@@ -126,7 +130,8 @@ impl BlobStore for ObjectStoreBlobStore {
             .store
             .get(&location)
             .await
-            .map_err(|error| StorageError::from_object_store(error, CONTEXT, Some(key)))?;
+            .map_err(|error| StorageError::from_object_store(error, CONTEXT, Some(key)))
+            .inspect_err(count_error("get"))?;
         let size_bytes = result.meta.size;
         let stream: ByteStream = match result.payload {
             // `object_store` streams local files 8 KiB per blocking task; larger reads keep
@@ -144,6 +149,7 @@ impl BlobStore for ObjectStoreBlobStore {
         Ok((size_bytes, stream))
     }
 
+    #[tracing::instrument(name = "storage.get_range", skip_all, fields(object_key = %key))]
     async fn get_range(&self, key: &ObjectKey, range: Range<u64>) -> StorageResult<Bytes> {
         const CONTEXT: &str = "failed to read range of object";
         let location = object_path(key)?;
@@ -169,7 +175,8 @@ impl BlobStore for ObjectStoreBlobStore {
             .store
             .get_range(&location, range.clone())
             .await
-            .map_err(|error| StorageError::from_object_store(error, CONTEXT, Some(key)))?;
+            .map_err(|error| StorageError::from_object_store(error, CONTEXT, Some(key)))
+            .inspect_err(count_error("get_range"))?;
         if bytes.len() as u64 != num_bytes_requested {
             // Some stores clip a range past the end instead of failing.
             return Err(StorageError::new(
@@ -186,6 +193,7 @@ impl BlobStore for ObjectStoreBlobStore {
         Ok(bytes)
     }
 
+    #[tracing::instrument(name = "storage.head", skip_all, fields(object_key = %key))]
     async fn head(&self, key: &ObjectKey) -> StorageResult<Option<ObjectMeta>> {
         let location = object_path(key)?;
         match self.store.head(&location).await {
@@ -202,6 +210,7 @@ impl BlobStore for ObjectStoreBlobStore {
         }
     }
 
+    #[tracing::instrument(name = "storage.delete", skip_all, fields(object_key = %key))]
     async fn delete(&self, key: &ObjectKey) -> StorageResult<()> {
         let location = object_path(key)?;
         match self.store.delete(&location).await {
@@ -210,7 +219,8 @@ impl BlobStore for ObjectStoreBlobStore {
                 error,
                 "failed to delete object",
                 Some(key),
-            )),
+            ))
+            .inspect_err(count_error("delete")),
         }
     }
 
@@ -250,6 +260,16 @@ impl BlobStore for ObjectStoreBlobStore {
 }
 
 /// Streams `range` of a local object file in large chunks, each read on the blocking pool.
+/// Counts a failed operation in `strata_store_errors_total`; a missing object is an answer,
+/// not a failure of the store.
+fn count_error(op: &'static str) -> impl Fn(&StorageError) {
+    move |error| {
+        if error.kind != StorageErrorKind::NotFound {
+            strata_telemetry::metrics::record_store_error(op);
+        }
+    }
+}
+
 fn local_file_stream(file: std::fs::File, range: Range<u64>, key: ObjectKey) -> ByteStream {
     struct State {
         file: std::fs::File,

@@ -49,14 +49,16 @@ fn key_value(record: &InstanceRecord, key: MatchKey) -> String {
     match key {
         MatchKey::PatientId => record.patient.patient_id.clone(),
         MatchKey::IssuerOfPatientId => record.patient.issuer_of_patient_id.clone(),
-        MatchKey::PatientName => record.patient.patient_name.clone(),
+        MatchKey::PatientName | MatchKey::PatientNameFuzzy => record.patient.patient_name.clone(),
         MatchKey::PatientBirthDate => record.patient.patient_birth_date.clone(),
         MatchKey::PatientSex => record.patient.patient_sex.clone(),
         MatchKey::StudyInstanceUid => record.study.study_instance_uid.to_string(),
         MatchKey::StudyDate => record.study.study_date.clone(),
         MatchKey::StudyTime => record.study.study_time.clone(),
         MatchKey::AccessionNumber => record.study.accession_number.clone(),
-        MatchKey::ReferringPhysicianName => record.study.referring_physician_name.clone(),
+        MatchKey::ReferringPhysicianName | MatchKey::ReferringPhysicianNameFuzzy => {
+            record.study.referring_physician_name.clone()
+        }
         MatchKey::StudyId => record.study.study_id.clone(),
         MatchKey::StudyDescription => record.study.study_description.clone(),
         MatchKey::ModalitiesInStudy | MatchKey::Modality => record.series.modality.clone(),
@@ -230,7 +232,7 @@ pub async fn single_and_wildcard_case_rules(catalog: Arc<dyn Catalog>) {
         record.study.referring_physician_name = referring.to_owned();
         store_all(catalog.as_ref(), &[record]).await;
     }
-    let cases: [(MatchKey, Matcher, &[u32]); 20] = [
+    let cases: [(MatchKey, Matcher, &[u32]); 27] = [
         (MatchKey::StudyDescription, wildcard("ct*"), &[2]),
         (MatchKey::StudyDescription, wildcard("CT*"), &[1]),
         (MatchKey::StudyDescription, single("ct chest"), &[2]),
@@ -255,6 +257,22 @@ pub async fn single_and_wildcard_case_rules(catalog: Arc<dyn Catalog>) {
         ),
         (MatchKey::ReferringPhysicianName, wildcard("müller^*"), &[1]),
         (MatchKey::ReferringPhysicianName, wildcard("*jürgen"), &[1]),
+        // Fuzzy person names: word prefixes, any order, case and accents folded.
+        (MatchKey::PatientNameFuzzy, single("john doe"), &[1]),
+        (MatchKey::PatientNameFuzzy, single("do"), &[1, 2]),
+        (MatchKey::PatientNameFuzzy, wildcard("ja*"), &[2]),
+        (MatchKey::PatientNameFuzzy, single("smith anna x"), &[]),
+        (
+            MatchKey::ReferringPhysicianNameFuzzy,
+            single("jurgen muller"),
+            &[1],
+        ),
+        (MatchKey::ReferringPhysicianNameFuzzy, single("ller"), &[]),
+        (
+            MatchKey::PatientNameFuzzy,
+            Matcher::List(vec!["anna".into(), "jane".into()]),
+            &[2, 3],
+        ),
     ];
     for (key, matcher, expected) in cases {
         let found = matching_studies(catalog.as_ref(), vec![(key, matcher.clone())]).await;

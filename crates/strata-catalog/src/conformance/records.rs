@@ -117,6 +117,7 @@ pub fn synthetic_record(study: u32, series: u32, instance: u32) -> InstanceRecor
             remote_addr: Some("127.0.0.1:40000".to_owned()),
         },
         metadata_json,
+        pixel_data_layout: None,
     }
 }
 

@@ -66,6 +66,9 @@ enum ValueKind {
     Date,
     Time,
     Integer,
+    /// PN, fuzzily: through the `*_fuzzy` column (` WORD WORD `, see
+    /// [`crate::fuzzy_name_words`]); each query word must begin one of its words.
+    FuzzyName,
 }
 
 /// Where the value of a key lives.
@@ -133,6 +136,12 @@ fn key_target(key: MatchKey) -> KeyTarget {
         MatchKey::InstanceNumber => column(Instance, "instance_number", Integer),
         MatchKey::PatientKey => column(Patient, "patient_pk", Integer),
         MatchKey::LastUpdated => KeyTarget::StudyLastUpdated,
+        MatchKey::PatientNameFuzzy => column(Patient, "patient_name_fuzzy", ValueKind::FuzzyName),
+        MatchKey::ReferringPhysicianNameFuzzy => column(
+            Study,
+            "referring_physician_name_fuzzy",
+            ValueKind::FuzzyName,
+        ),
     }
 }
 
@@ -275,6 +284,10 @@ fn push_condition(
         ValueKind::PersonName => fold_person_name(value),
         _ => value.to_owned(),
     };
+    if kind == ValueKind::FuzzyName {
+        push_fuzzy_name_condition(builder, expression, matcher);
+        return;
+    }
     match matcher {
         Matcher::Single(value) if kind == ValueKind::Integer => match parse_integer(value) {
             Some(number) => {
@@ -370,6 +383,54 @@ fn push_condition(
             }
         }
     }
+}
+
+/// Fuzzy person-name matching: every word of the value must begin a word of the name (`LIKE
+/// '% WORD%'` on the ` WORD WORD ` column; words are letters and digits only, so nothing needs
+/// escaping). A list matches when any of its values does; a range never matches a name.
+fn push_fuzzy_name_condition(builder: &mut SqlBuilder, expression: &str, matcher: &Matcher) {
+    let values: Vec<&str> = match matcher {
+        Matcher::Single(value) | Matcher::Wildcard(value) => vec![value.as_str()],
+        Matcher::List(values) => values.iter().map(String::as_str).collect(),
+        Matcher::Range { .. } => Vec::new(),
+    };
+    let alternatives: Vec<Vec<String>> = values
+        .into_iter()
+        .map(crate::fuzzy_name_words)
+        .filter(|words| !words.is_empty())
+        .collect();
+    if alternatives.is_empty() {
+        // Only wildcards (universal, never reaches here) or a range: nothing matches.
+        builder.push(if matches!(matcher, Matcher::Range { .. }) { "1 = 0" } else { "1 = 1" });
+        return;
+    }
+    builder.push("(");
+    for (index, words) in alternatives.iter().enumerate() {
+        if index > 0 {
+            builder.push(" OR ");
+        }
+        builder.push("(");
+        for (word_index, word) in words.iter().enumerate() {
+            if word_index > 0 {
+                builder.push(" AND ");
+            }
+            builder
+                .push(&format!("{expression} LIKE "))
+                .push_bind(format!("% {word}%"));
+        }
+        builder.push(")");
+    }
+    builder.push(")");
+}
+
+/// The value of a `*_fuzzy` column: the name's fuzzy words between spaces (` MULLER JURGEN `),
+/// so that `LIKE '% WORD%'` finds a word start anywhere.
+pub(crate) fn fuzzy_name_column(value: &str) -> String {
+    let words = crate::fuzzy_name_words(value);
+    if words.is_empty() {
+        return String::new();
+    }
+    format!(" {} ", words.join(" "))
 }
 
 /// Returns the case-folded form of a person name stored in the `*_upper` columns and used for

@@ -27,6 +27,26 @@ const SQLITE_MIGRATIONS: &[EmbeddedMigration] = &[
         "instance_title_and_child_indexes",
         include_str!("../../migrations/sqlite/0002_instance_title_and_child_indexes.sql"),
     ),
+    (
+        3,
+        "instance_object_key_index",
+        include_str!("../../migrations/sqlite/0003_instance_object_key_index.sql"),
+    ),
+    (
+        4,
+        "pixel_data_layout_and_series_metadata",
+        include_str!("../../migrations/sqlite/0004_pixel_data_layout_and_series_metadata.sql"),
+    ),
+    (
+        5,
+        "fuzzy_person_names",
+        include_str!("../../migrations/sqlite/0005_fuzzy_person_names.sql"),
+    ),
+    (
+        6,
+        "tiering",
+        include_str!("../../migrations/sqlite/0006_tiering.sql"),
+    ),
 ];
 
 const POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[
@@ -39,6 +59,26 @@ const POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[
         2,
         "instance_title_and_child_indexes",
         include_str!("../../migrations/postgres/0002_instance_title_and_child_indexes.sql"),
+    ),
+    (
+        3,
+        "instance_object_key_index",
+        include_str!("../../migrations/postgres/0003_instance_object_key_index.sql"),
+    ),
+    (
+        4,
+        "pixel_data_layout_and_series_metadata",
+        include_str!("../../migrations/postgres/0004_pixel_data_layout_and_series_metadata.sql"),
+    ),
+    (
+        5,
+        "fuzzy_person_names",
+        include_str!("../../migrations/postgres/0005_fuzzy_person_names.sql"),
+    ),
+    (
+        6,
+        "tiering",
+        include_str!("../../migrations/postgres/0006_tiering.sql"),
     ),
 ];
 

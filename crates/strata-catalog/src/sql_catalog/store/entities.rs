@@ -15,7 +15,7 @@ use sqlx::{AnyConnection, Row};
 use crate::{PatientAttributes, SeriesAttributes, StudyAttributes};
 
 use crate::sql_catalog::builder::{SqlBuilder, SqlValue};
-use crate::sql_catalog::filter::fold_person_name;
+use crate::sql_catalog::filter::{fold_person_name, fuzzy_name_column};
 
 /// An existing study row.
 #[derive(Debug, Clone, Copy)]
@@ -58,7 +58,7 @@ pub(super) async fn upsert_patient(
     // Rows with an empty Patient ID are outside the partial unique index: they always insert.
     let inserted = sqlx::query(
         "INSERT INTO patient (patient_id, issuer_of_patient_id, patient_name, patient_name_upper, \
-         patient_birth_date, patient_sex) VALUES ($1, $2, $3, $4, $5, $6) \
+         patient_birth_date, patient_sex, patient_name_fuzzy) VALUES ($1, $2, $3, $4, $5, $6, $7) \
          ON CONFLICT (patient_id, issuer_of_patient_id) WHERE patient_id <> '' DO NOTHING \
          RETURNING patient_pk",
     )
@@ -68,6 +68,7 @@ pub(super) async fn upsert_patient(
     .bind(fold_person_name(&patient.patient_name))
     .bind(patient.patient_birth_date.as_str())
     .bind(patient.patient_sex.as_str())
+    .bind(fuzzy_name_column(&patient.patient_name))
     .fetch_optional(&mut *connection)
     .await?;
     if let Some(row) = inserted {
@@ -101,6 +102,10 @@ pub(super) async fn merge_patient(
             SqlValue::from(fold_person_name(&patient.patient_name)),
         ),
         (
+            "patient_name_fuzzy",
+            SqlValue::from(fuzzy_name_column(&patient.patient_name)),
+        ),
+        (
             "patient_birth_date",
             SqlValue::from(patient.patient_birth_date.as_str()),
         ),
@@ -113,7 +118,7 @@ pub(super) async fn merge_patient(
     Ok(())
 }
 
-fn study_fields(study: &StudyAttributes) -> [(&'static str, SqlValue); 8] {
+fn study_fields(study: &StudyAttributes) -> [(&'static str, SqlValue); 9] {
     [
         ("study_date", SqlValue::from(study.study_date.as_str())),
         ("study_time", SqlValue::from(study.study_time.as_str())),
@@ -128,6 +133,10 @@ fn study_fields(study: &StudyAttributes) -> [(&'static str, SqlValue); 8] {
         (
             "referring_physician_name_upper",
             SqlValue::from(fold_person_name(&study.referring_physician_name)),
+        ),
+        (
+            "referring_physician_name_fuzzy",
+            SqlValue::from(fuzzy_name_column(&study.referring_physician_name)),
         ),
         ("study_id", SqlValue::from(study.study_id.as_str())),
         (

@@ -1,16 +1,15 @@
-//! Search benchmark (issue 5), ignored by default:
+//! `strata-bench search-scale` (issue 5): the full-text search index at archive scale.
 //!
 //! ```sh
-//! CARGO_TARGET_DIR=... cargo test -p strata-search --release --test bench -- --ignored --nocapture
-//! STRATA_SEARCH_BENCH_STUDIES=20000 cargo test ...   # fewer studies
+//! cargo run --release -p strata-benches -- search-scale --studies 100000
 //! ```
 //!
 //! Generates synthetic studies (seeded: names, descriptions, report sentences, modalities,
 //! dates, sources, institutions) as DICOM JSON, indexes them on disk through the same document
-//! builder as the indexer (the catalog is left out: its read cost is measured by the catalog
-//! benches), and measures indexing throughput, index size, and the latency of word, phrase,
-//! fuzzy-name and filtered queries (each a full page: top 20, snippets, facets, summaries).
-//! Figures are recorded in docs/search.md.
+//! builder as the indexer (the catalog is left out: its read cost is measured by
+//! `catalog-scale`), and measures indexing throughput, index size, and the latency of word,
+//! phrase, fuzzy-name and filtered queries (each a full page: top 20, snippets, facets,
+//! summaries). Figures are recorded in docs/search.md.
 
 use std::time::{Duration, Instant};
 
@@ -157,30 +156,45 @@ fn directory_size(path: &std::path::Path) -> u64 {
         .sum()
 }
 
-#[test]
-#[ignore = "benchmark: run with --ignored --nocapture (minutes)"]
-fn bench_search_at_archive_scale() {
-    let num_studies: u64 = std::env::var("STRATA_SEARCH_BENCH_STUDIES")
-        .ok()
-        .and_then(|value| value.parse().ok())
-        .unwrap_or(100_000);
-    let directory = tempfile::tempdir().expect("temp dir");
-    let index = SearchIndex::open(directory.path(), DocumentSettings::default()).expect("index");
+/// `strata-bench search-scale`.
+#[derive(Debug, clap::Args)]
+pub struct SearchScaleArgs {
+    /// Synthetic studies to index.
+    #[arg(long, default_value_t = 100_000)]
+    studies: u64,
+    /// Queries per kind (after 10 warm-ups).
+    #[arg(long, default_value_t = 200)]
+    queries: usize,
+    /// Directory for the index (a fresh temporary directory by default).
+    #[arg(long)]
+    index_dir: Option<std::path::PathBuf>,
+}
+
+/// Indexes `studies` synthetic studies and measures indexing throughput, index size and the
+/// latency of word, phrase, fuzzy-name and filtered queries; prints a Markdown table.
+pub fn run(args: SearchScaleArgs) -> anyhow::Result<()> {
+    let num_studies = args.studies;
+    let temporary = tempfile::tempdir()?;
+    let directory = args.index_dir.unwrap_or_else(|| temporary.path().to_owned());
+    std::fs::create_dir_all(&directory)?;
+    let index = SearchIndex::open(&directory, DocumentSettings::default())?;
     let mut random = Random(42);
     let started = Instant::now();
     for number in 0..num_studies {
         let json = study_json(&mut random, number);
-        index
-            .stage_study(&format!("2.25.99.{number}"), &[json])
-            .expect("stage");
+        index.stage_study(&format!("2.25.99.{number}"), &[json])?;
         if (number + 1) % 20_000 == 0 {
-            index.commit(number as i64 + 1).expect("commit");
+            index.commit(number as i64 + 1)?;
         }
     }
-    index.commit(num_studies as i64).expect("commit");
+    index.commit(num_studies as i64)?;
     let indexing = started.elapsed();
-    assert_eq!(index.num_studies(), num_studies);
-    let index_bytes = directory_size(directory.path());
+    anyhow::ensure!(
+        index.num_studies() == num_studies,
+        "the index holds {} studies, not {num_studies}",
+        index.num_studies()
+    );
+    let index_bytes = directory_size(&directory);
 
     let queries: Vec<(&str, RequestMaker)> = vec![
         (
@@ -226,31 +240,35 @@ fn bench_search_at_archive_scale() {
             }),
         ),
     ];
-    eprintln!(
-        "search bench: {num_studies} studies indexed in {:.1} s ({:.0} studies/s), index {:.1} MiB ({:.0} bytes/study)",
-        indexing.as_secs_f64(),
+    let mut report = format!(
+        "| measure | {num_studies} studies |\n|---|---|\n\
+         | indexing throughput | {:.0} studies/s ({:.1} s) |\n\
+         | index size on disk | {:.1} MiB ({:.0} bytes/study) |\n",
         num_studies as f64 / indexing.as_secs_f64(),
+        indexing.as_secs_f64(),
         index_bytes as f64 / (1 << 20) as f64,
         index_bytes as f64 / num_studies as f64
     );
     for (label, make_request) in &queries {
         for _ in 0..10 {
-            index.search(&make_request(&mut random)).expect("warm up");
+            index.search(&make_request(&mut random))?;
         }
         let mut latencies = Vec::new();
         let mut total_hits = 0u64;
-        for _ in 0..200 {
+        for _ in 0..args.queries {
             let request = make_request(&mut random);
             let started = Instant::now();
-            let response = index.search(&request).expect("search");
+            let response = index.search(&request)?;
             latencies.push(started.elapsed());
             total_hits += response.total;
         }
         let p50 = percentile(&mut latencies, 0.50);
         let p95 = percentile(&mut latencies, 0.95);
-        eprintln!(
-            "search bench: {label:<10} p50 {p50:6.2} ms  p95 {p95:6.2} ms  (mean matches {})",
-            total_hits / 200
-        );
+        report.push_str(&format!(
+            "| {label} query (mean {} matches) | p50 {p50:.2} ms, p95 {p95:.2} ms |\n",
+            total_hits / args.queries.max(1) as u64
+        ));
     }
+    std::io::Write::write_all(&mut std::io::stdout(), report.as_bytes())?;
+    Ok(())
 }

@@ -1,0 +1,407 @@
+//! `TieredStore`: a `BlobStore` that reads each object from the tier the catalog names, so
+//! every reader (WADO-RS, frames, DIMSE retrieve) is unaware of tiers.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use strata_catalog::{CatalogError, TierCatalog};
+use strata_storage::{
+    BlobStore, ByteStream, ObjectMeta, StorageError, StorageErrorKind, StorageResult,
+};
+use strata_types::{ObjectKey, StudyUid};
+use tokio_util::sync::CancellationToken;
+
+use crate::archive::RestoreStatus;
+use crate::tiers::{Tier, TierSet};
+
+/// How long a resolved tier is trusted. A stale entry costs one retry: a read that finds the
+/// object missing on the cached tier resolves again (a move committed meanwhile).
+const TIER_CACHE_TTL: Duration = Duration::from_secs(5);
+/// The most cached tiers; the cache is cleared when full.
+const TIER_CACHE_MAX_ENTRIES: usize = 20_000;
+
+/// How restores of archived objects are started.
+#[derive(Debug, Clone)]
+pub struct RestoreSettings {
+    /// Days the restored copy stays readable.
+    pub days: u32,
+    /// `Standard`, `Bulk` or `Expedited`.
+    pub retrieval_tier: String,
+    /// Answered as Retry-After while a restore runs.
+    pub retry_after_seconds: u64,
+}
+
+impl Default for RestoreSettings {
+    fn default() -> Self {
+        Self {
+            days: 7,
+            retrieval_tier: "Standard".to_owned(),
+            retry_after_seconds: 3600,
+        }
+    }
+}
+
+#[derive(Clone)]
+struct CachedTier {
+    tier: String,
+    study_opt: Option<StudyUid>,
+    resolved_at: Instant,
+}
+
+/// A [`BlobStore`] over every tier; see the module documentation.
+///
+/// Writes (ingest) go to the object's current tier, `hot` for a new object. Reads record the
+/// study's last access in memory; [`TieredStore::flush_accesses`] writes them in one
+/// transaction (run periodically by [`TieredStore::run_access_flush`]).
+pub struct TieredStore {
+    tiers: TierSet,
+    catalog: Arc<dyn TierCatalog>,
+    restore: RestoreSettings,
+    cache: Mutex<HashMap<ObjectKey, CachedTier>>,
+    accesses: Mutex<HashMap<StudyUid, i64>>,
+}
+
+impl std::fmt::Debug for TieredStore {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("TieredStore")
+            .field("tiers", &self.tiers)
+            .finish_non_exhaustive()
+    }
+}
+
+fn catalog_error(error: CatalogError, key: &ObjectKey) -> StorageError {
+    StorageError::new(
+        StorageErrorKind::Unavailable,
+        "failed to read the tier of object",
+    )
+    .with_key(key)
+    .with_source(error)
+}
+
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+impl TieredStore {
+    /// Returns a store over `tiers` whose object locations are in `catalog`.
+    pub fn new(tiers: TierSet, catalog: Arc<dyn TierCatalog>, restore: RestoreSettings) -> Self {
+        Self {
+            tiers,
+            catalog,
+            restore,
+            cache: Mutex::new(HashMap::new()),
+            accesses: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Returns the tiers.
+    pub fn tiers(&self) -> &TierSet {
+        &self.tiers
+    }
+
+    /// Returns the restore settings.
+    pub fn restore_settings(&self) -> &RestoreSettings {
+        &self.restore
+    }
+
+    /// Resolves the tier of `key`, from the cache unless `fresh`.
+    async fn resolve(&self, key: &ObjectKey, fresh: bool) -> StorageResult<CachedTier> {
+        if !fresh {
+            let cache = self
+                .cache
+                .lock()
+                .expect("tier cache lock is never poisoned");
+            if let Some(cached) = cache.get(key)
+                && cached.resolved_at.elapsed() < TIER_CACHE_TTL
+            {
+                return Ok(cached.clone());
+            }
+        }
+        let object_tier = self
+            .catalog
+            .object_tier(key)
+            .await
+            .map_err(|error| catalog_error(error, key))?;
+        let resolved = CachedTier {
+            tier: object_tier.tier,
+            study_opt: object_tier.study_instance_uid,
+            resolved_at: Instant::now(),
+        };
+        let mut cache = self
+            .cache
+            .lock()
+            .expect("tier cache lock is never poisoned");
+        if cache.len() >= TIER_CACHE_MAX_ENTRIES {
+            cache.clear();
+        }
+        cache.insert(key.clone(), resolved.clone());
+        Ok(resolved)
+    }
+
+    /// Forgets the cached tier of `key` (after a move of it).
+    pub fn invalidate(&self, key: &ObjectKey) {
+        self.cache
+            .lock()
+            .expect("tier cache lock is never poisoned")
+            .remove(key);
+    }
+
+    fn record_access(&self, study_opt: Option<&StudyUid>) {
+        if let Some(study) = study_opt {
+            self.accesses
+                .lock()
+                .expect("access lock is never poisoned")
+                .insert(study.clone(), now_ms());
+        }
+    }
+
+    /// Writes the study reads recorded since the last flush, in one transaction.
+    pub async fn flush_accesses(&self) -> Result<usize, CatalogError> {
+        let batch: Vec<(StudyUid, i64)> = {
+            let mut accesses = self.accesses.lock().expect("access lock is never poisoned");
+            accesses.drain().collect()
+        };
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        match self.catalog.record_study_access(&batch).await {
+            Ok(()) => Ok(batch.len()),
+            Err(error) => {
+                // Keep them for the next flush (a newer read of the same study wins).
+                let mut accesses = self.accesses.lock().expect("access lock is never poisoned");
+                for (study, accessed_at_ms) in batch {
+                    accesses.entry(study).or_insert(accessed_at_ms);
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// Flushes study reads every `interval` until `shutdown`, then once more.
+    pub async fn run_access_flush(
+        self: Arc<Self>,
+        interval: Duration,
+        shutdown: CancellationToken,
+    ) {
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = tokio::time::sleep(interval) => {}
+            }
+            if let Err(error) = self.flush_accesses().await {
+                tracing::warn!(%error, "failed to record study reads; retrying at the next flush");
+            }
+        }
+        if let Err(error) = self.flush_accesses().await {
+            tracing::warn!(%error, "failed to record study reads at shutdown");
+        }
+    }
+
+    /// Turns a failed read on an archive tier into `RestoreRequired` when the object is
+    /// archived, starting its restore.
+    async fn explain_failed_read(
+        &self,
+        tier: &Tier,
+        key: &ObjectKey,
+        error: StorageError,
+    ) -> StorageError {
+        if !tier.requires_restore {
+            return error;
+        }
+        let Some(archive) = &tier.archive_opt else {
+            return error;
+        };
+        match archive.head(key).await {
+            Ok(head) if head.status == RestoreStatus::Archived => {
+                if let Err(restore_error) = archive
+                    .restore(key, self.restore.days, &self.restore.retrieval_tier)
+                    .await
+                {
+                    tracing::warn!(error = %restore_error, object_key = %key, "failed to start a restore");
+                    return restore_error;
+                }
+                tracing::info!(object_key = %key, tier = %tier.name, "restore started on read");
+                self.restore_required(key)
+            }
+            Ok(head) if head.status == RestoreStatus::InProgress => self.restore_required(key),
+            _ => error,
+        }
+    }
+
+    fn restore_required(&self, key: &ObjectKey) -> StorageError {
+        StorageError::new(
+            StorageErrorKind::RestoreRequired {
+                retry_after_seconds: self.restore.retry_after_seconds,
+            },
+            "failed to read object",
+        )
+        .with_key(key)
+    }
+
+    /// Runs `read` on the object's tier; when the object is missing there, resolves the tier
+    /// again (a move may have committed) and retries once on the new tier.
+    async fn read_with<T, F, Fut>(&self, key: &ObjectKey, read: F) -> StorageResult<T>
+    where
+        F: Fn(Arc<Tier>) -> Fut,
+        Fut: std::future::Future<Output = StorageResult<T>>,
+    {
+        let resolved = self.resolve(key, false).await?;
+        self.record_access(resolved.study_opt.as_ref());
+        let tier = self.tiers.get(&resolved.tier)?.clone();
+        match read(tier.clone()).await {
+            Ok(value) => Ok(value),
+            Err(error) if error.kind == StorageErrorKind::NotFound => {
+                let fresh = self.resolve(key, true).await?;
+                if fresh.tier == resolved.tier {
+                    return Err(error);
+                }
+                let fresh_tier = self.tiers.get(&fresh.tier)?.clone();
+                match read(fresh_tier.clone()).await {
+                    Ok(value) => Ok(value),
+                    Err(error) => Err(self.explain_failed_read(&fresh_tier, key, error).await),
+                }
+            }
+            Err(error) => Err(self.explain_failed_read(&tier, key, error).await),
+        }
+    }
+}
+
+#[async_trait]
+impl BlobStore for TieredStore {
+    async fn put_file(&self, key: &ObjectKey, path: &Path, sha256_hex: &str) -> StorageResult<()> {
+        let resolved = self.resolve(key, true).await?;
+        let tier = self.tiers.get(&resolved.tier)?;
+        if tier.archive_opt.is_none() {
+            return tier
+                .store
+                .put_file(key, path, sha256_hex)
+                .await
+                .and(match &tier.replica_opt {
+                    Some(replica) => replica.put_file(key, path, sha256_hex).await,
+                    None => Ok(()),
+                });
+        }
+        let num_bytes = tokio::fs::metadata(path)
+            .await
+            .map_err(|error| {
+                StorageError::new(StorageErrorKind::Io, "failed to write object")
+                    .with_key(key)
+                    .with_source(error)
+            })?
+            .len();
+        tier.put_file(key, path, sha256_hex, num_bytes).await
+    }
+
+    async fn get(&self, key: &ObjectKey) -> StorageResult<(u64, ByteStream)> {
+        self.read_with(key, |tier| async move { tier.store.get(key).await })
+            .await
+    }
+
+    async fn get_range(&self, key: &ObjectKey, range: Range<u64>) -> StorageResult<Bytes> {
+        self.read_with(key, |tier| {
+            let range = range.clone();
+            async move { tier.store.get_range(key, range).await }
+        })
+        .await
+    }
+
+    async fn head(&self, key: &ObjectKey) -> StorageResult<Option<ObjectMeta>> {
+        let resolved = self.resolve(key, false).await?;
+        let tier = self.tiers.get(&resolved.tier)?;
+        match tier.store.head(key).await? {
+            Some(meta) => Ok(Some(meta)),
+            None => {
+                let fresh = self.resolve(key, true).await?;
+                self.tiers.get(&fresh.tier)?.store.head(key).await
+            }
+        }
+    }
+
+    /// Deletes every copy: the committed tier, both ends of a move in progress and the
+    /// replicas. The catalog's tiering rows go first, so a move racing this delete fails to
+    /// commit and removes its own copy.
+    async fn delete(&self, key: &ObjectKey) -> StorageResult<()> {
+        let object_tier = self
+            .catalog
+            .object_tier(key)
+            .await
+            .map_err(|error| catalog_error(error, key))?;
+        self.catalog
+            .forget_object(key)
+            .await
+            .map_err(|error| catalog_error(error, key))?;
+        self.invalidate(key);
+        let mut tier_names = vec![object_tier.tier];
+        if let Some(tier_move) = object_tier.move_opt {
+            tier_names.push(tier_move.from_tier);
+            tier_names.push(tier_move.to_tier);
+        }
+        tier_names.sort();
+        tier_names.dedup();
+        for tier_name in tier_names {
+            match self.tiers.get(&tier_name) {
+                Ok(tier) => tier.delete(key).await?,
+                Err(error) => {
+                    tracing::warn!(%error, object_key = %key, "copy on an unconfigured tier left in place")
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts the restore of every archived object among `keys` and fails with
+    /// `RestoreRequired` when any is archived or still restoring.
+    async fn check_readable(&self, keys: &[ObjectKey]) -> StorageResult<()> {
+        let mut num_restoring = 0usize;
+        for key in keys {
+            let resolved = self.resolve(key, false).await?;
+            let tier = self.tiers.get(&resolved.tier)?;
+            let (true, Some(archive)) = (tier.requires_restore, &tier.archive_opt) else {
+                continue;
+            };
+            match archive.head(key).await?.status {
+                RestoreStatus::Archived => {
+                    archive
+                        .restore(key, self.restore.days, &self.restore.retrieval_tier)
+                        .await?;
+                    num_restoring += 1;
+                }
+                RestoreStatus::InProgress => num_restoring += 1,
+                RestoreStatus::Readable | RestoreStatus::Missing => {}
+            }
+        }
+        match keys.first() {
+            Some(first) if num_restoring > 0 => {
+                tracing::info!(
+                    num_restoring,
+                    "read of archived objects refused until restored"
+                );
+                Err(self.restore_required(first))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Lists the `hot` tier only (the start-up probe and orphan sweeps of ingest).
+    async fn list(&self, prefix: &str) -> StorageResult<Vec<ObjectMeta>> {
+        self.tiers.hot().store.list(prefix).await
+    }
+
+    fn describe(&self) -> String {
+        let tiers: Vec<String> = self
+            .tiers
+            .iter()
+            .map(|tier| format!("{}: {}", tier.name, tier.store.describe()))
+            .collect();
+        format!("tiered ({})", tiers.join(", "))
+    }
+}

@@ -1,0 +1,275 @@
+"""Tiered storage end to end (issue 4, docs/tiering.md), on `strata serve` with three tiers:
+hot ([storage]), `cold` (a local directory) and `archive` (S3 storage class GLACIER on the moto
+server, restore required).
+
+- rules move a CT study to `archive` and every other study to `cold`, from the event log;
+- WADO-RS reads from `cold` transparently, byte for byte;
+- a read from `archive` before the restore answers 503 with Retry-After and a problem body,
+  starts the restore, and succeeds afterwards (moto completes restores at once);
+- a byte flipped in a `cold` object is reported by the fixity API (no replica to repair from);
+- the admin API and the `strata tier` / `strata fixity` CLI report the same state.
+
+Skipped when `moto_server` (pip `moto[server]`) is not installed.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import random
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pydicom
+import pytest
+import requests
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pynetdicom.sop_class import CTImageStorage, MRImageStorage
+
+import e2e_support
+from e2e_support import StrataServer
+
+REQUEST_TIMEOUT = 30
+RETRY_AFTER_SECONDS = 120
+
+
+def synthetic_image(sop_class: str, modality: str, study_uid: str, seed: int) -> bytes:
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    dataset = Dataset()
+    dataset.file_meta = meta
+    dataset.SOPClassUID = sop_class
+    dataset.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    dataset.StudyInstanceUID = study_uid
+    dataset.SeriesInstanceUID = generate_uid()
+    dataset.PatientName = "TIERING^TEST"
+    dataset.PatientID = "TIER-1"
+    dataset.StudyDate = "20240510"
+    dataset.Modality = modality
+    dataset.SeriesNumber = 1
+    dataset.InstanceNumber = 1
+    dataset.Rows = 16
+    dataset.Columns = 16
+    dataset.BitsAllocated = 16
+    dataset.BitsStored = 12
+    dataset.HighBit = 11
+    dataset.PixelRepresentation = 0
+    dataset.SamplesPerPixel = 1
+    dataset.PhotometricInterpretation = "MONOCHROME2"
+    dataset.PixelData = random.Random(seed).randbytes(16 * 16 * 2)
+    buffer = io.BytesIO()
+    pydicom.dcmwrite(buffer, dataset, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def moto_endpoint():
+    binary = shutil.which("moto_server")
+    if binary is None:
+        pytest.skip("moto_server is not installed (pip install 'moto[server]')")
+    port = free_port()
+    process = subprocess.Popen(
+        [binary, "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                requests.get(endpoint, timeout=1)
+                break
+            except requests.ConnectionError:
+                if time.monotonic() > deadline:
+                    pytest.fail("moto_server did not start")
+                time.sleep(0.1)
+        import boto3
+
+        boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        ).create_bucket(Bucket="strata-archive")
+        yield endpoint
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def tiering_config(path: Path, cold_dir: Path, moto_endpoint: str) -> None:
+    path.write_text(
+        f"""
+[tiering]
+enabled = true
+poll_interval_ms = 200
+scan_interval_seconds = 1
+restore_retry_after_seconds = {RETRY_AFTER_SECONDS}
+access_flush_seconds = 1
+
+[tiering.tiers.cold]
+uri = "file://{cold_dir}"
+
+[tiering.tiers.archive]
+uri = "s3://strata-archive/objects"
+storage_class = "GLACIER"
+requires_restore = true
+
+[tiering.tiers.archive.s3]
+endpoint = "{moto_endpoint}"
+region = "us-east-1"
+access_key_id = "testing"
+secret_access_key = "testing"
+path_style = true
+allow_http = true
+
+[[tiering.rules]]
+name = "ct-to-archive"
+tier = "archive"
+modalities = ["CT"]
+
+[[tiering.rules]]
+name = "rest-to-cold"
+tier = "cold"
+""",
+        encoding="utf-8",
+    )
+
+
+def tier_counts(base_url: str) -> dict[str, int]:
+    status = requests.get(f"{base_url}/api/tiering/status", timeout=REQUEST_TIMEOUT)
+    assert status.status_code == 200, status.text[:300]
+    return {tier["name"]: tier["num_objects"] for tier in status.json()["tiers"]}
+
+
+def retrieve(base_url: str, study: str) -> requests.Response:
+    return e2e_support.wado_get(base_url, f"studies/{study}")
+
+
+def test_tiers_move_read_restore_and_check_fixity(
+    strata_bin: Path, backend, tmp_path: Path, moto_endpoint: str
+) -> None:
+    cold_dir = tmp_path / "cold"
+    config_path = tmp_path / "strata.toml"
+    tiering_config(config_path, cold_dir, moto_endpoint)
+    resources = backend.provision("tiering")
+    env = dict(resources.env)
+    env["STRATA_CONFIG"] = str(config_path)
+    data_dir = tmp_path / "data"
+    server = StrataServer(strata_bin, data_dir, env, "tiering")
+    try:
+        server.start(timeout_seconds=60)
+        base_url = server.base_url
+        mr_study, ct_study = generate_uid(), generate_uid()
+        mr_bytes = synthetic_image(MRImageStorage, "MR", mr_study, 1)
+        ct_bytes = synthetic_image(CTImageStorage, "CT", ct_study, 2)
+        for part in (mr_bytes, ct_bytes):
+            body, content_type = e2e_support.encode_multipart_related([part])
+            stored = requests.post(
+                f"{base_url}/dicomweb/studies",
+                data=body,
+                headers={"Content-Type": content_type, "Accept": "application/dicom+json"},
+                timeout=REQUEST_TIMEOUT,
+            )
+            assert stored.status_code == 200, stored.text[:300]
+
+        # The service follows the event log and moves both studies off hot.
+        deadline = time.monotonic() + 30
+        while True:
+            counts = tier_counts(base_url)
+            if counts.get("cold") == 1 and counts.get("archive") == 1:
+                break
+            assert time.monotonic() < deadline, f"objects not moved: {counts}"
+            time.sleep(0.2)
+        assert counts.get("hot", 0) == 0
+        cold_files = [path for path in cold_dir.rglob("*.dcm")]
+        assert len(cold_files) == 1
+
+        # Cold: transparent, byte for byte.
+        response = retrieve(base_url, mr_study)
+        assert response.status_code == 200, response.text[:300]
+        parts = e2e_support.decode_multipart_related(response.headers["Content-Type"], response.content)
+        assert [part.content for part in parts] == [mr_bytes]
+
+        # Archive: refused with 503 + Retry-After until restored; the refusal starts the restore.
+        refused = retrieve(base_url, ct_study)
+        assert refused.status_code == 503, refused.text[:300]
+        assert refused.headers["Retry-After"] == str(RETRY_AFTER_SECONDS)
+        assert refused.headers["Content-Type"].startswith("application/problem+json")
+        assert "restored" in refused.json()["detail"]
+        restored = retrieve(base_url, ct_study)
+        assert restored.status_code == 200, restored.text[:300]
+        parts = e2e_support.decode_multipart_related(restored.headers["Content-Type"], restored.content)
+        assert [part.content for part in parts] == [ct_bytes]
+
+        # The prefetch API answers for a restored study.
+        prefetch = requests.post(f"{base_url}/api/studies/{ct_study}/restore", timeout=REQUEST_TIMEOUT)
+        assert prefetch.status_code in (200, 202), prefetch.text[:300]
+        assert prefetch.json()["num_objects"] == 1
+        missing = requests.post(f"{base_url}/api/studies/1.2.3.999/restore", timeout=REQUEST_TIMEOUT)
+        assert missing.status_code == 404
+
+        # A flipped byte on cold is found by a deep fixity pass and listed.
+        damaged = bytearray(cold_files[0].read_bytes())
+        damaged[200] ^= 0x01
+        cold_files[0].write_bytes(bytes(damaged))
+        fixity = requests.post(f"{base_url}/api/tiering/fixity?deep=true", timeout=REQUEST_TIMEOUT)
+        assert fixity.status_code == 200, fixity.text[:300]
+        report = fixity.json()
+        assert report["num_checked"] == 2
+        assert [failure["status"] for failure in report["failures"]] == ["mismatch"]
+        assert report["failures"][0]["tier"] == "cold"
+        listed = requests.get(f"{base_url}/api/tiering/fixity", timeout=REQUEST_TIMEOUT).json()
+        assert len(listed) == 1
+
+        # The CLI sees the same state (it opens the catalog and stores itself).
+        cli = subprocess.run(
+            [str(strata_bin), "tier", "status", "--data-dir", str(data_dir)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert cli.returncode == 0, cli.stderr[-2000:]
+        cli_counts = {tier["name"]: tier["num_objects"] for tier in json.loads(cli.stdout)["tiers"]}
+        assert cli_counts["cold"] == 1 and cli_counts["archive"] == 1
+        dry_run = subprocess.run(
+            [str(strata_bin), "tier", "apply", "--dry-run", "--data-dir", str(data_dir)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert dry_run.returncode == 0, dry_run.stderr[-2000:]
+        assert json.loads(dry_run.stdout)["num_planned"] == 0
+        fixity_cli = subprocess.run(
+            [str(strata_bin), "fixity", "check", "--data-dir", str(data_dir)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert fixity_cli.returncode == 1, fixity_cli.stdout[-2000:]
+        assert json.loads(fixity_cli.stdout)["failures"][0]["status"] == "mismatch"
+    finally:
+        server.stop()
+        if resources.cleanup is not None:
+            resources.cleanup()
