@@ -396,6 +396,66 @@ def wado_get(base_url: str, path: str, accept: str = DICOM_MULTIPART_ANY_TRANSFE
     return requests.get(f"{base_url}/dicomweb/{path}", headers={"Accept": accept}, timeout=HTTP_TIMEOUT_SECONDS)
 
 
+# ----------------------------------------------------- synthetic instances
+
+CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
+
+
+def synthetic_ct(
+    study_uid: str | None = None,
+    series_uid: str | None = None,
+    number: int = 1,
+    *,
+    size: int = 32,
+    pixel_fill: bytes | None = None,
+    **attributes: Any,
+) -> bytes:
+    """A small CT image (`size` x `size`, 16-bit, Explicit VR Little Endian) as Part 10 bytes.
+    Keyword arguments set or override attributes (`PatientName="A^B"`,
+    `SpecificCharacterSet="ISO_IR 192"`, ...); the pixel data is seeded by `number` unless
+    `pixel_fill` (one byte repeated) is given."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = CT_IMAGE_STORAGE
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = EXPLICIT_VR_LITTLE_ENDIAN
+    dataset = Dataset()
+    dataset.file_meta = meta
+    dataset.SOPClassUID = CT_IMAGE_STORAGE
+    dataset.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    dataset.StudyInstanceUID = study_uid or generate_uid()
+    dataset.SeriesInstanceUID = series_uid or generate_uid()
+    dataset.PatientName = "SYNTHETIC^CT"
+    dataset.PatientID = "SYNTHETIC-1"
+    dataset.StudyDate = "20240510"
+    dataset.Modality = "CT"
+    dataset.SeriesNumber = 1
+    dataset.InstanceNumber = number
+    dataset.Rows = size
+    dataset.Columns = size
+    dataset.BitsAllocated = 16
+    dataset.BitsStored = 16
+    dataset.HighBit = 15
+    dataset.PixelRepresentation = 0
+    dataset.SamplesPerPixel = 1
+    dataset.PhotometricInterpretation = "MONOCHROME2"
+    num_bytes = size * size * 2
+    if pixel_fill is not None:
+        dataset.PixelData = pixel_fill * num_bytes
+    else:
+        import random
+
+        dataset.PixelData = random.Random(number).randbytes(num_bytes)
+    for keyword, value in attributes.items():
+        setattr(dataset, keyword, value)
+    buffer = io.BytesIO()
+    pydicom.dcmwrite(buffer, dataset, enforce_file_format=True)
+    return buffer.getvalue()
+
+
 # ------------------------------------------------------------ the server
 
 _ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, build_role, evt
 from pynetdicom.sop_class import (
@@ -34,34 +34,16 @@ CANCEL_STATUS = 0xFE00
 
 
 def ct_instance(study_uid: str, series_uid: str, number: int) -> Dataset:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = CTImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    dataset = Dataset()
-    dataset.file_meta = meta
-    dataset.SOPClassUID = CTImageStorage
-    dataset.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    dataset.StudyInstanceUID = study_uid
-    dataset.SeriesInstanceUID = series_uid
-    dataset.PatientName = "CANCEL^TEST"
-    dataset.PatientID = "CANCEL-1"
-    dataset.Modality = "CT"
-    dataset.InstanceNumber = number
-    dataset.Rows = 256
-    dataset.Columns = 256
-    dataset.BitsAllocated = 16
-    dataset.BitsStored = 16
-    dataset.HighBit = 15
-    dataset.PixelRepresentation = 0
-    dataset.SamplesPerPixel = 1
-    dataset.PhotometricInterpretation = "MONOCHROME2"
-    dataset.PixelData = bytes([number % 256]) * (256 * 256 * 2)
-    # Round trip through bytes so the dataset is exactly what a file would hold.
-    buffer = io.BytesIO()
-    pydicom.dcmwrite(buffer, dataset, enforce_file_format=True)
-    buffer.seek(0)
-    return pydicom.dcmread(buffer)
+    data = e2e_support.synthetic_ct(
+        study_uid,
+        series_uid,
+        number,
+        size=256,
+        pixel_fill=bytes([number % 256]),
+        PatientName="CANCEL^TEST",
+        PatientID="CANCEL-1",
+    )
+    return pydicom.dcmread(io.BytesIO(data))
 
 
 @pytest.fixture

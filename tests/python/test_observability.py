@@ -8,45 +8,24 @@ OTLP receiver.
 
 from __future__ import annotations
 
-import io
 import json
 import re
 import secrets
 import time
 from pathlib import Path
 
-import pydicom
 import pytest
 import requests
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 import e2e_support
 from conftest import base_child_env
 
-CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 PATIENT_NAME = "Geheimnis^Henriette"
 PATIENT_ID = "PRIVATE-4711"
 
 
 def planted_instance() -> bytes:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = CT_IMAGE_STORAGE
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    dataset = Dataset()
-    dataset.file_meta = meta
-    dataset.SOPClassUID = CT_IMAGE_STORAGE
-    dataset.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    dataset.StudyInstanceUID = generate_uid()
-    dataset.SeriesInstanceUID = generate_uid()
-    dataset.PatientName = PATIENT_NAME
-    dataset.PatientID = PATIENT_ID
-    dataset.PatientBirthDate = "19450312"
-    dataset.Modality = "CT"
-    buffer = io.BytesIO()
-    pydicom.dcmwrite(buffer, dataset, enforce_file_format=True)
-    return buffer.getvalue()
+    return e2e_support.synthetic_ct(PatientName=PATIENT_NAME, PatientID=PATIENT_ID, PatientBirthDate="19450312")
 
 
 @pytest.fixture

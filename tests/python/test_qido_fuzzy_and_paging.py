@@ -3,18 +3,13 @@ dicomweb-client and raw HTTP against a fresh archive (both backends)."""
 
 from __future__ import annotations
 
-import io
-
 import pydicom
 import pytest
 import requests
 from dicomweb_client import DICOMwebClient
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import generate_uid
 
 import e2e_support
-
-CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 
 PATIENTS = [
     # (PatientName, ReferringPhysicianName, SpecificCharacterSet)
@@ -27,25 +22,13 @@ PATIENTS = [
 
 
 def instance(patient_name: str, referring: str, charset: str) -> bytes:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = CT_IMAGE_STORAGE
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    dataset = Dataset()
-    dataset.file_meta = meta
-    dataset.SpecificCharacterSet = charset
-    dataset.SOPClassUID = CT_IMAGE_STORAGE
-    dataset.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    dataset.StudyInstanceUID = generate_uid()
-    dataset.SeriesInstanceUID = generate_uid()
-    dataset.PatientName = patient_name
-    dataset.PatientID = generate_uid()[-12:]
-    dataset.ReferringPhysicianName = referring
-    dataset.StudyDate = "20240102"
-    dataset.Modality = "CT"
-    buffer = io.BytesIO()
-    pydicom.dcmwrite(buffer, dataset, enforce_file_format=True)
-    return buffer.getvalue()
+    return e2e_support.synthetic_ct(
+        PatientName=patient_name,
+        PatientID=generate_uid()[-12:],
+        ReferringPhysicianName=referring,
+        SpecificCharacterSet=charset,
+        StudyDate="20240102",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -86,9 +69,7 @@ def test_fuzzymatching_off_is_literal(fuzzy_archive) -> None:
 
 
 def test_fuzzymatching_on_referring_physician(fuzzy_archive) -> None:
-    assert names_found(fuzzy_archive, "ReferringPhysicianName", "muller anna", fuzzy=True) == [
-        "Smith^John^^Dr"
-    ]
+    assert names_found(fuzzy_archive, "ReferringPhysicianName", "muller anna", fuzzy=True) == ["Smith^John^^Dr"]
     assert names_found(fuzzy_archive, "ReferringPhysicianName", "zoe lefevre", fuzzy=True) == ["O'Brien^Seán"]
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import concurrent.futures
 import io
 import os
-import random
 import signal
 import subprocess
 import threading
@@ -30,7 +29,6 @@ from pathlib import Path
 import pydicom
 import pytest
 import requests
-from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage, StudyRootQueryRetrieveInformationModelFind
@@ -47,38 +45,16 @@ REQUEST_TIMEOUT = 30  # seconds; a request that takes longer counts as hanging
 STOW_TYPE = 'multipart/related; type="application/dicom"'
 
 
-def synthetic_ct(study_uid: str, series_uid: str, number: int, patient: str = "ROLES^TEST") -> bytes:
-    """A small CT image (32x32, 16-bit) as Part 10 bytes."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = CTImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    dataset = Dataset()
-    dataset.file_meta = meta
-    dataset.SOPClassUID = CTImageStorage
-    dataset.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    dataset.StudyInstanceUID = study_uid
-    dataset.SeriesInstanceUID = series_uid
-    dataset.PatientName = patient
-    dataset.PatientID = "ROLES-1"
-    dataset.StudyDate = "20240510"
-    dataset.StudyDescription = "CT thorax roles test"
-    dataset.AccessionNumber = "ACC" + study_uid[-6:]
-    dataset.Modality = "CT"
-    dataset.SeriesNumber = 1
-    dataset.InstanceNumber = number
-    dataset.Rows = 32
-    dataset.Columns = 32
-    dataset.BitsAllocated = 16
-    dataset.BitsStored = 12
-    dataset.HighBit = 11
-    dataset.PixelRepresentation = 0
-    dataset.SamplesPerPixel = 1
-    dataset.PhotometricInterpretation = "MONOCHROME2"
-    dataset.PixelData = random.Random(number).randbytes(32 * 32 * 2)
-    buffer = io.BytesIO()
-    pydicom.dcmwrite(buffer, dataset, enforce_file_format=True)
-    return buffer.getvalue()
+def synthetic_ct(study_uid: str, series_uid: str, number: int) -> bytes:
+    return e2e_support.synthetic_ct(
+        study_uid,
+        series_uid,
+        number,
+        PatientName="ROLES^TEST",
+        PatientID="ROLES-1",
+        StudyDescription="CT thorax roles test",
+        AccessionNumber="ACC" + study_uid[-6:],
+    )
 
 
 def sop_uid_of(data: bytes) -> str:
@@ -155,9 +131,23 @@ def test_serving_refuses_an_unmigrated_catalog(strata_bin: Path, backend, tmp_pa
     try:
         env = dict(resources.env, STRATA__CATALOG__AUTO_MIGRATE="false")
         completed = subprocess.run(
-            [str(strata_bin), "serve", "--roles", "gateway", "--data-dir", str(tmp_path / "d"),
-             "--http-addr", "127.0.0.1:0", "--dimse-addr", "127.0.0.1:0"],
-            env=env, capture_output=True, text=True, timeout=60, check=False,
+            [
+                str(strata_bin),
+                "serve",
+                "--roles",
+                "gateway",
+                "--data-dir",
+                str(tmp_path / "d"),
+                "--http-addr",
+                "127.0.0.1:0",
+                "--dimse-addr",
+                "127.0.0.1:0",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
         )
         assert completed.returncode != 0
         assert "strata migrate" in completed.stderr, completed.stderr
@@ -169,9 +159,7 @@ def test_serving_refuses_an_unmigrated_catalog(strata_bin: Path, backend, tmp_pa
 def test_roles_in_separate_processes_share_catalog_and_store(cluster: Cluster) -> None:
     search = cluster.start("search", "search")
     ingest = cluster.start("ingest", "ingest")
-    gateways = [
-        cluster.start(f"gateway{i}", "gateway", {"STRATA__SEARCH__URL": search.base_url}) for i in (1, 2)
-    ]
+    gateways = [cluster.start(f"gateway{i}", "gateway", {"STRATA__SEARCH__URL": search.base_url}) for i in (1, 2)]
     tiering = cluster.start("tiering", "tiering")
     for server in [search, ingest, *gateways, tiering]:
         assert requests.get(f"{server.base_url}/readyz", timeout=10).status_code == 200, server.label
@@ -195,7 +183,8 @@ def test_roles_in_separate_processes_share_catalog_and_store(cluster: Cluster) -
         assert status.Status == 0x0000
     # The ingest role does not offer the Query/Retrieve models.
     find_contexts = [
-        context for context in association.accepted_contexts
+        context
+        for context in association.accepted_contexts
         if context.abstract_syntax == StudyRootQueryRetrieveInformationModelFind
     ]
     assert find_contexts == []
@@ -221,9 +210,7 @@ def test_roles_in_separate_processes_share_catalog_and_store(cluster: Cluster) -
     # Both gateways read everything that ingest acknowledged, byte for byte.
     everything = stowed + dimse_instances
     for gateway in gateways:
-        found = requests.get(
-            f"{gateway.base_url}/dicomweb/studies/{study}/instances", timeout=REQUEST_TIMEOUT
-        )
+        found = requests.get(f"{gateway.base_url}/dicomweb/studies/{study}/instances", timeout=REQUEST_TIMEOUT)
         assert found.status_code == 200
         assert len(found.json()) == len(everything)
         for data in stowed:
@@ -231,7 +218,7 @@ def test_roles_in_separate_processes_share_catalog_and_store(cluster: Cluster) -
         # C-STORE carries no file meta: Strata writes its own; the data set is unaltered.
         for data in dimse_instances:
             served = wado_instance(gateway.base_url, study, series, sop_uid_of(data))
-            assert served[e2e_support.dataset_offset(served):] == data[e2e_support.dataset_offset(data):]
+            assert served[e2e_support.dataset_offset(served) :] == data[e2e_support.dataset_offset(data) :]
         fhir = requests.get(f"{gateway.base_url}/fhir/ImagingStudy/{study}", timeout=REQUEST_TIMEOUT)
         assert fhir.status_code == 200
         assert fhir.json()["numberOfInstances"] == len(everything)
@@ -295,7 +282,8 @@ def test_stopping_a_gateway_and_an_ingest_mid_load_loses_nothing(cluster: Cluste
             reads += 1
             try:
                 response = requests.get(
-                    f"{gateway.base_url}/dicomweb/studies", params={"StudyInstanceUID": study},
+                    f"{gateway.base_url}/dicomweb/studies",
+                    params={"StudyInstanceUID": study},
                     timeout=REQUEST_TIMEOUT,
                 )
             except requests.Timeout:
@@ -367,8 +355,13 @@ def test_search_process_killed_mid_catch_up_loses_and_duplicates_nothing(cluster
     search.process.wait(timeout=10)
     search.stopped_by_harness = True
 
-    restarted = StrataServer(cluster.binary, search.data_dir, dict(cluster.env, **search_env), "search-restarted",
-                             extra_args=["--roles", "search"])
+    restarted = StrataServer(
+        cluster.binary,
+        search.data_dir,
+        dict(cluster.env, **search_env),
+        "search-restarted",
+        extra_args=["--roles", "search"],
+    )
     cluster.servers.append(restarted)
     restarted.start(timeout_seconds=60)
     deadline = time.monotonic() + 60

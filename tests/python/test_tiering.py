@@ -6,6 +6,7 @@ server, restore required).
 - WADO-RS reads from `cold` transparently, byte for byte;
 - a read from `archive` before the restore answers 503 with Retry-After and a problem body,
   starts the restore, and succeeds afterwards (moto completes restores at once);
+- a DIMSE C-GET of an archived study is refused with 0xA702 until restored, then succeeds;
 - a byte flipped in a `cold` object is reported by the fixity API (no replica to repair from);
 - the admin API and the `strata tier` / `strata fixity` CLI report the same state.
 
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import random
 import shutil
 import socket
@@ -29,7 +29,8 @@ import pytest
 import requests
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-from pynetdicom.sop_class import CTImageStorage, MRImageStorage
+from pynetdicom import AE, build_role, evt
+from pynetdicom.sop_class import CTImageStorage, MRImageStorage, StudyRootQueryRetrieveInformationModelGet
 
 import e2e_support
 from e2e_support import StrataServer
@@ -38,7 +39,7 @@ REQUEST_TIMEOUT = 30
 RETRY_AFTER_SECONDS = 120
 
 
-def synthetic_image(sop_class: str, modality: str, study_uid: str, seed: int) -> bytes:
+def synthetic_image(sop_class: str, modality: str, study_uid: str, seed: int, size: int = 16) -> bytes:
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = sop_class
     meta.MediaStorageSOPInstanceUID = generate_uid()
@@ -55,15 +56,15 @@ def synthetic_image(sop_class: str, modality: str, study_uid: str, seed: int) ->
     dataset.Modality = modality
     dataset.SeriesNumber = 1
     dataset.InstanceNumber = 1
-    dataset.Rows = 16
-    dataset.Columns = 16
+    dataset.Rows = size
+    dataset.Columns = size
     dataset.BitsAllocated = 16
     dataset.BitsStored = 12
     dataset.HighBit = 11
     dataset.PixelRepresentation = 0
     dataset.SamplesPerPixel = 1
     dataset.PhotometricInterpretation = "MONOCHROME2"
-    dataset.PixelData = random.Random(seed).randbytes(16 * 16 * 2)
+    dataset.PixelData = random.Random(seed).randbytes(size * size * 2)
     buffer = io.BytesIO()
     pydicom.dcmwrite(buffer, dataset, enforce_file_format=True)
     return buffer.getvalue()
@@ -175,10 +176,11 @@ def test_tiers_move_read_restore_and_check_fixity(
     try:
         server.start(timeout_seconds=60)
         base_url = server.base_url
-        mr_study, ct_study = generate_uid(), generate_uid()
+        mr_study, ct_study, dimse_study = generate_uid(), generate_uid(), generate_uid()
         mr_bytes = synthetic_image(MRImageStorage, "MR", mr_study, 1)
         ct_bytes = synthetic_image(CTImageStorage, "CT", ct_study, 2)
-        for part in (mr_bytes, ct_bytes):
+        dimse_bytes = synthetic_image(CTImageStorage, "CT", dimse_study, 3)
+        for part in (mr_bytes, ct_bytes, dimse_bytes):
             body, content_type = e2e_support.encode_multipart_related([part])
             stored = requests.post(
                 f"{base_url}/dicomweb/studies",
@@ -192,7 +194,7 @@ def test_tiers_move_read_restore_and_check_fixity(
         deadline = time.monotonic() + 30
         while True:
             counts = tier_counts(base_url)
-            if counts.get("cold") == 1 and counts.get("archive") == 1:
+            if counts.get("cold") == 1 and counts.get("archive") == 2:
                 break
             assert time.monotonic() < deadline, f"objects not moved: {counts}"
             time.sleep(0.2)
@@ -217,6 +219,36 @@ def test_tiers_move_read_restore_and_check_fixity(
         parts = e2e_support.decode_multipart_related(restored.headers["Content-Type"], restored.content)
         assert [part.content for part in parts] == [ct_bytes]
 
+        # DIMSE C-GET: refused with 0xA702 (out of resources) while restoring, then served.
+        host, port = server.dimse_addr
+        received: list[bytes] = []
+
+        def on_store(event) -> int:
+            received.append(bytes(event.request.DataSet.getvalue()))
+            return 0x0000
+
+        ae = AE(ae_title="WORKSTATION")
+        ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
+        ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+        query = Dataset()
+        query.QueryRetrieveLevel = "STUDY"
+        query.StudyInstanceUID = dimse_study
+        statuses = []
+        for _attempt in range(2):
+            association = ae.associate(
+                host,
+                port,
+                ae_title="STRATA",
+                ext_neg=[build_role(CTImageStorage, scp_role=True)],
+                evt_handlers=[(evt.EVT_C_STORE, on_store)],
+            )
+            assert association.is_established
+            responses = list(association.send_c_get(query, StudyRootQueryRetrieveInformationModelGet))
+            association.release()
+            statuses.append(responses[-1][0].Status)
+        assert statuses == [0xA702, 0x0000], [hex(status) for status in statuses]
+        assert len(received) == 1
+
         # The prefetch API answers for a restored study.
         prefetch = requests.post(f"{base_url}/api/studies/{ct_study}/restore", timeout=REQUEST_TIMEOUT)
         assert prefetch.status_code in (200, 202), prefetch.text[:300]
@@ -231,7 +263,7 @@ def test_tiers_move_read_restore_and_check_fixity(
         fixity = requests.post(f"{base_url}/api/tiering/fixity?deep=true", timeout=REQUEST_TIMEOUT)
         assert fixity.status_code == 200, fixity.text[:300]
         report = fixity.json()
-        assert report["num_checked"] == 2
+        assert report["num_checked"] == 3
         assert [failure["status"] for failure in report["failures"]] == ["mismatch"]
         assert report["failures"][0]["tier"] == "cold"
         listed = requests.get(f"{base_url}/api/tiering/fixity", timeout=REQUEST_TIMEOUT).json()
@@ -248,7 +280,7 @@ def test_tiers_move_read_restore_and_check_fixity(
         )
         assert cli.returncode == 0, cli.stderr[-2000:]
         cli_counts = {tier["name"]: tier["num_objects"] for tier in json.loads(cli.stdout)["tiers"]}
-        assert cli_counts["cold"] == 1 and cli_counts["archive"] == 1
+        assert cli_counts["cold"] == 1 and cli_counts["archive"] == 2
         dry_run = subprocess.run(
             [str(strata_bin), "tier", "apply", "--dry-run", "--data-dir", str(data_dir)],
             env=env,
@@ -271,5 +303,108 @@ def test_tiers_move_read_restore_and_check_fixity(
         assert json.loads(fixity_cli.stdout)["failures"][0]["status"] == "mismatch"
     finally:
         server.stop()
+        if resources.cleanup is not None:
+            resources.cleanup()
+
+
+def pending_moves_offline(strata_bin: Path, data_dir: Path, env: dict[str, str]) -> int:
+    """The journal rows left behind, read by the CLI while no server runs."""
+    status = subprocess.run(
+        [str(strata_bin), "tier", "status", "--data-dir", str(data_dir)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return json.loads(status.stdout)["num_pending_moves"]
+
+
+def test_killed_mid_moves_then_restarted_loses_nothing(strata_bin: Path, backend, tmp_path: Path) -> None:
+    """SIGKILL while objects move hot → cold, until a kill leaves moves in the journal; each
+    restart finishes or rolls them back: no object on two tiers, every instance retrievable
+    byte for byte."""
+    num_instances = 48
+    cold_dir = tmp_path / "cold"
+    config_path = tmp_path / "strata.toml"
+    config_path.write_text(
+        f"""
+[tiering]
+enabled = true
+poll_interval_ms = 100
+scan_interval_seconds = 1
+move_concurrency = 4
+
+[tiering.tiers.cold]
+uri = "file://{cold_dir}"
+
+[[tiering.rules]]
+name = "all-cold"
+tier = "cold"
+""",
+        encoding="utf-8",
+    )
+    resources = backend.provision("tiering_kill")
+    env = dict(resources.env)
+    env["STRATA_CONFIG"] = str(config_path)
+    # Every process reads and writes only this archive; the rules stay off while storing.
+    data_dir = tmp_path / "data"
+    study = generate_uid()
+    # 512 KiB each, so that a move (copy, read back, fsyncs) lasts long enough to be killed in.
+    sent = [synthetic_image(MRImageStorage, "MR", study, seed, size=512) for seed in range(num_instances)]
+    servers: list[StrataServer] = []
+    interrupted_kills = 0
+    try:
+        for attempt in range(6):
+            server = StrataServer(strata_bin, data_dir, env, f"tiering-kill-{attempt}")
+            servers.append(server)
+            server.start(timeout_seconds=60)
+            if attempt == 0:
+                for first in range(0, num_instances, 8):
+                    body, content_type = e2e_support.encode_multipart_related(sent[first : first + 8])
+                    stored = requests.post(
+                        f"{server.base_url}/dicomweb/studies",
+                        data=body,
+                        headers={"Content-Type": content_type, "Accept": "application/dicom+json"},
+                        timeout=REQUEST_TIMEOUT,
+                    )
+                    assert stored.status_code == 200, stored.text[:300]
+            before = tier_counts(server.base_url).get("cold", 0)
+            if before == num_instances:
+                server.stop()
+                break
+            deadline = time.monotonic() + 30
+            while tier_counts(server.base_url).get("cold", 0) == before:
+                assert time.monotonic() < deadline, "no move observed"
+                time.sleep(0.01)
+            server.process.kill()
+            server.process.wait(timeout=10)
+            if pending_moves_offline(strata_bin, data_dir, env) > 0:
+                interrupted_kills += 1
+        assert interrupted_kills >= 1, "no kill landed in the middle of a move"
+
+        final = StrataServer(strata_bin, data_dir, env, "tiering-kill-final")
+        servers.append(final)
+        final.start(timeout_seconds=60)
+        deadline = time.monotonic() + 60
+        while True:
+            status = requests.get(f"{final.base_url}/api/tiering/status", timeout=REQUEST_TIMEOUT).json()
+            counts = {tier["name"]: tier["num_objects"] for tier in status["tiers"]}
+            if counts.get("cold") == num_instances and status["num_pending_moves"] == 0:
+                break
+            assert time.monotonic() < deadline, f"moves not finished: {status}"
+            time.sleep(0.2)
+        # One copy each: all on cold, none left on hot (embedded backend: a local directory).
+        assert len(list(cold_dir.rglob("*.dcm"))) == num_instances
+        hot_dir = data_dir / "objects"
+        if hot_dir.is_dir():
+            assert list(hot_dir.rglob("*.dcm")) == []
+        response = retrieve(final.base_url, study)
+        assert response.status_code == 200, response.text[:300]
+        parts = e2e_support.decode_multipart_related(response.headers["Content-Type"], response.content)
+        assert sorted(part.content for part in parts) == sorted(sent)
+    finally:
+        for server in servers:
+            server.stop()
         if resources.cleanup is not None:
             resources.cleanup()

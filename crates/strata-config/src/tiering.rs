@@ -46,6 +46,9 @@ pub struct TieringConfig {
     pub restore_retrieval_tier: String,
     /// The Retry-After (seconds) answered while an object is being restored.
     pub restore_retry_after_seconds: u64,
+    /// When a read starts the restore of an archived object, pins its study to `hot` for this
+    /// many days, so the scan brings the study back once restored (0: no promotion).
+    pub restore_promote_days: u32,
     /// The tiers besides `hot`, by name.
     pub tiers: BTreeMap<String, TierConfig>,
     /// The placement rules, first match wins.
@@ -68,6 +71,7 @@ impl Default for TieringConfig {
             restore_days: 7,
             restore_retrieval_tier: "Standard".to_owned(),
             restore_retry_after_seconds: 3600,
+            restore_promote_days: 0,
             tiers: BTreeMap::new(),
             rules: Vec::new(),
         }

@@ -9,7 +9,7 @@
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
@@ -50,14 +50,19 @@ pub enum MoveOutcome {
     Cancelled,
 }
 
-/// Global pacing of moves: at most `max_moves_per_second` and `max_bytes_per_second` on
-/// average since the limiter was created (0: unlimited).
+/// Global pacing of moves: at most `max_moves_per_second` moves and `max_bytes_per_second`
+/// bytes (0: unlimited), with bursts of up to one second's worth (a virtual-clock limiter:
+/// idle time does not accumulate into a longer burst).
 #[derive(Debug)]
 pub struct RateLimiter {
     max_moves_per_second: u32,
     max_bytes_per_second: u64,
-    state: Mutex<(Instant, u64, u64)>,
+    /// The virtual time at which the next move would be on schedule.
+    next_at: Mutex<Option<tokio::time::Instant>>,
 }
+
+/// The burst a limiter allows.
+const RATE_BURST: Duration = Duration::from_secs(1);
 
 impl RateLimiter {
     /// Returns a limiter; 0 disables a limit.
@@ -65,31 +70,37 @@ impl RateLimiter {
         Self {
             max_moves_per_second,
             max_bytes_per_second,
-            state: Mutex::new((Instant::now(), 0, 0)),
+            next_at: Mutex::new(None),
         }
     }
 
     /// Waits until one more move of `num_bytes` keeps within the limits.
     pub async fn acquire(&self, num_bytes: u64) {
+        let mut cost = Duration::ZERO;
+        if self.max_moves_per_second > 0 {
+            cost = cost.max(Duration::from_secs_f64(
+                1.0 / f64::from(self.max_moves_per_second),
+            ));
+        }
+        if self.max_bytes_per_second > 0 {
+            cost = cost.max(Duration::from_secs_f64(
+                num_bytes as f64 / self.max_bytes_per_second as f64,
+            ));
+        }
+        if cost.is_zero() {
+            return;
+        }
         let wait = {
-            let mut state = self
-                .state
+            let mut next_at = self
+                .next_at
                 .lock()
                 .expect("rate limiter lock is never poisoned");
-            state.1 += 1;
-            state.2 += num_bytes;
-            let mut earliest = Duration::ZERO;
-            if self.max_moves_per_second > 0 {
-                earliest = earliest.max(Duration::from_secs_f64(
-                    state.1 as f64 / f64::from(self.max_moves_per_second),
-                ));
-            }
-            if self.max_bytes_per_second > 0 {
-                earliest = earliest.max(Duration::from_secs_f64(
-                    state.2 as f64 / self.max_bytes_per_second as f64,
-                ));
-            }
-            earliest.saturating_sub(state.0.elapsed())
+            let now = tokio::time::Instant::now();
+            let scheduled = next_at.map_or(now, |at| at.max(now));
+            *next_at = Some(scheduled + cost);
+            scheduled
+                .saturating_duration_since(now)
+                .saturating_sub(RATE_BURST)
         };
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
@@ -365,4 +376,39 @@ async fn verify_copy(destination: &Tier, placement: &ObjectPlacement) -> Tiering
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn test_rate_limiter_paces_after_one_second_of_burst() {
+        let limiter = RateLimiter::new(100, 0);
+        let started = tokio::time::Instant::now();
+        for _ in 0..150 {
+            limiter.acquire(0).await;
+        }
+        // 150 moves at 100/s with a burst of 100: about 0.5 s.
+        let elapsed = started.elapsed();
+        assert!(elapsed >= Duration::from_millis(450), "{elapsed:?}");
+        assert!(elapsed <= Duration::from_millis(1_500), "{elapsed:?}");
+        // Idle time does not bank a longer burst.
+        tokio::time::sleep(Duration::from_millis(1_200)).await;
+        let started = tokio::time::Instant::now();
+        for _ in 0..150 {
+            limiter.acquire(0).await;
+        }
+        assert!(started.elapsed() >= Duration::from_millis(450));
+        let bytes_limiter = RateLimiter::new(0, 1_000);
+        let started = tokio::time::Instant::now();
+        for _ in 0..3 {
+            bytes_limiter.acquire(1_000).await;
+        }
+        assert!(started.elapsed() >= Duration::from_millis(900));
+        let unlimited = RateLimiter::new(0, 0);
+        let started = tokio::time::Instant::now();
+        unlimited.acquire(u64::MAX).await;
+        assert!(started.elapsed() < Duration::from_millis(50));
+    }
 }

@@ -47,6 +47,7 @@ impl TieringNode {
             days: tiering.restore_days,
             retrieval_tier: tiering.restore_retrieval_tier.clone(),
             retry_after_seconds: tiering.restore_retry_after_seconds,
+            promote_days: tiering.restore_promote_days,
         };
         let tiered = Arc::new(TieredStore::new(tiers, tier_catalog.clone(), restore));
         let spool_dir = config.spool_dir().join("tiering");

@@ -34,6 +34,8 @@ pub struct RestoreSettings {
     pub retrieval_tier: String,
     /// Answered as Retry-After while a restore runs.
     pub retry_after_seconds: u64,
+    /// Days a study is pinned to `hot` when a read starts a restore of it (0: none).
+    pub promote_days: u32,
 }
 
 impl Default for RestoreSettings {
@@ -42,6 +44,7 @@ impl Default for RestoreSettings {
             days: 7,
             retrieval_tier: "Standard".to_owned(),
             retry_after_seconds: 3600,
+            promote_days: 0,
         }
     }
 }
@@ -230,10 +233,41 @@ impl TieredStore {
                     return restore_error;
                 }
                 tracing::info!(object_key = %key, tier = %tier.name, "restore started on read");
+                self.promote_after_restore(key).await;
                 self.restore_required(key)
             }
             Ok(head) if head.status == RestoreStatus::InProgress => self.restore_required(key),
             _ => error,
+        }
+    }
+
+    /// Pins the study of `key` to `hot` for `promote_days` after a read started its restore.
+    async fn promote_after_restore(&self, key: &ObjectKey) {
+        if self.restore.promote_days == 0 {
+            return;
+        }
+        let Ok(resolved) = self.resolve(key, false).await else {
+            return;
+        };
+        let Some(study) = resolved.study_opt else {
+            return;
+        };
+        let until_ms = now_ms() + i64::from(self.restore.promote_days) * 86_400_000;
+        let result = async {
+            let mut retention = self.catalog.study_retention(&study).await?;
+            if retention
+                .pinned_until_ms
+                .is_some_and(|pinned| pinned >= until_ms - 60_000)
+            {
+                return Ok(());
+            }
+            retention.pinned_tier = Some(strata_config::HOT_TIER.to_owned());
+            retention.pinned_until_ms = Some(until_ms);
+            self.catalog.set_study_retention(&study, &retention).await
+        }
+        .await;
+        if let Err(error) = result {
+            tracing::warn!(%error, study_instance_uid = %study, "failed to pin a restored study to hot");
         }
     }
 
@@ -373,6 +407,7 @@ impl BlobStore for TieredStore {
                     archive
                         .restore(key, self.restore.days, &self.restore.retrieval_tier)
                         .await?;
+                    self.promote_after_restore(key).await;
                     num_restoring += 1;
                 }
                 RestoreStatus::InProgress => num_restoring += 1,

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use strata_catalog::TierCatalog;
 use strata_config::{S3Config, TierConfig};
 use strata_storage::{BlobStore, ObjectStoreBlobStore, StorageErrorKind};
 use strata_tiering::{RestoreSettings, Tier, TierSet};
@@ -138,6 +139,7 @@ async fn test_archived_objects_are_refused_until_restored() {
         days: 1,
         retrieval_tier: "Standard".to_owned(),
         retry_after_seconds: 900,
+        promote_days: 2,
     };
     let service = sandbox.service_with(TierSet::new(hot.clone(), vec![archive_tier]), restore);
 
@@ -186,6 +188,9 @@ async fn test_archived_objects_are_refused_until_restored() {
         read_all(service.store().as_ref(), &first.key).await,
         first.bytes
     );
+    // The read that started the restore pinned the study to hot (`promote_days`).
+    let pinned = sandbox.catalog.study_retention(&first.study).await.unwrap();
+    assert_eq!(pinned.pinned_tier.as_deref(), Some("hot"));
 
     // Prefetch of a whole study, with promotion back to hot.
     let study = &sandbox.objects[1].study;

@@ -418,3 +418,47 @@ async fn test_admin_router_reports_and_refuses_bad_input() {
     assert_eq!(status, 200);
     assert_eq!(body["num_restoring"], 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_a_corrupt_source_is_never_moved_and_a_stale_tier_is_re_resolved() {
+    let (s3, sandbox) = in_process_sandbox(3).await;
+    // A reader resolves (and caches) every object on hot.
+    let reader = sandbox.service();
+    sandbox.assert_all_readable(reader.store().as_ref()).await;
+
+    // One hot object is damaged: its move is refused, the others move.
+    let victim = &sandbox.objects[0];
+    let path = s3
+        .data_dir()
+        .join(&s3.bucket)
+        .join("hot")
+        .join(victim.key.as_str());
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[3] ^= 0x01;
+    std::fs::write(&path, bytes).unwrap();
+    let mover = sandbox.service();
+    let report = mover.apply(false).await.unwrap();
+    assert_eq!((report.num_moved, report.num_failed), (2, 1), "{report:?}");
+    assert!(
+        report.failures[0].contains("corrupt"),
+        "{:?}",
+        report.failures
+    );
+    assert!(sandbox.catalog.moves().await.unwrap().is_empty());
+    assert_eq!(
+        sandbox.catalog.object_tier(&victim.key).await.unwrap().tier,
+        "hot"
+    );
+    assert!(sandbox.cold.head(&victim.key).await.unwrap().is_none());
+
+    // The first reader's cache still says hot for the moved objects: the read finds them
+    // missing there, resolves again and reads cold.
+    for object in &sandbox.objects[1..] {
+        let (_, mut stream) = reader.store().get(&object.key).await.unwrap();
+        let mut read = Vec::new();
+        while let Some(chunk) = futures::StreamExt::next(&mut stream).await {
+            read.extend_from_slice(&chunk.unwrap());
+        }
+        assert!(read == object.bytes);
+    }
+}
