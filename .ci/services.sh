@@ -21,6 +21,7 @@
 #   STRATA_TEST_POSTGRES_URI            postgres://strata:strata@127.0.0.1:PORT/strata (role has CREATEDB)
 #   STRATA_TEST_S3_ENDPOINT             http://127.0.0.1:PORT
 #   STRATA_TEST_S3_BUCKET               strata-ci
+#   STRATA_TEST_S3_COLD_BUCKET          strata-ci-cold (a second bucket: the cold tier of the tiering tests)
 #   STRATA_TEST_S3_ACCESS_KEY_ID        GK... (created per run)
 #   STRATA_TEST_S3_SECRET_ACCESS_KEY
 #   STRATA_TEST_S3_REGION               garage
@@ -285,11 +286,14 @@ EOF
     return 1
   fi
 
-  strata_ci_garage_cli bucket create "$STRATA_CI_S3_BUCKET" >>"$STRATA_CI_GARAGE_DIR/cli.log" 2>&1 || {
-    strata_ci_error "garage: bucket create failed"
-    strata_ci_dump_log "$STRATA_CI_GARAGE_DIR/cli.log"
-    return 1
-  }
+  local bucket
+  for bucket in "$STRATA_CI_S3_BUCKET" "$STRATA_CI_S3_BUCKET-cold"; do
+    strata_ci_garage_cli bucket create "$bucket" >>"$STRATA_CI_GARAGE_DIR/cli.log" 2>&1 || {
+      strata_ci_error "garage: bucket create $bucket failed"
+      strata_ci_dump_log "$STRATA_CI_GARAGE_DIR/cli.log"
+      return 1
+    }
+  done
   local key_output
   key_output=$(strata_ci_garage_cli key create "$STRATA_CI_S3_KEY_NAME" 2>>"$STRATA_CI_GARAGE_DIR/cli.log") || {
     strata_ci_error "garage: key create failed"
@@ -305,12 +309,14 @@ EOF
     grep -v '^Secret key:' <<<"$key_output" >&2
     return 1
   fi
-  strata_ci_garage_cli bucket allow --read --write --owner "$STRATA_CI_S3_BUCKET" \
-    --key "$STRATA_CI_S3_KEY_NAME" >>"$STRATA_CI_GARAGE_DIR/cli.log" 2>&1 || {
-    strata_ci_error "garage: bucket allow failed"
-    strata_ci_dump_log "$STRATA_CI_GARAGE_DIR/cli.log"
-    return 1
-  }
+  for bucket in "$STRATA_CI_S3_BUCKET" "$STRATA_CI_S3_BUCKET-cold"; do
+    strata_ci_garage_cli bucket allow --read --write --owner "$bucket" \
+      --key "$STRATA_CI_S3_KEY_NAME" >>"$STRATA_CI_GARAGE_DIR/cli.log" 2>&1 || {
+      strata_ci_error "garage: bucket allow $bucket failed"
+      strata_ci_dump_log "$STRATA_CI_GARAGE_DIR/cli.log"
+      return 1
+    }
+  done
   if ! strata_ci_retry "$STRATA_CI_READY_ATTEMPTS" 0.5 strata_ci_garage_s3_answers; then
     strata_ci_error "garage: S3 endpoint 127.0.0.1:$STRATA_CI_GARAGE_S3_PORT does not answer"
     strata_ci_dump_log "$STRATA_CI_GARAGE_DIR/garage.log"
@@ -319,6 +325,7 @@ EOF
 
   export STRATA_TEST_S3_ENDPOINT="http://127.0.0.1:${STRATA_CI_GARAGE_S3_PORT}"
   export STRATA_TEST_S3_BUCKET="$STRATA_CI_S3_BUCKET"
+  export STRATA_TEST_S3_COLD_BUCKET="$STRATA_CI_S3_BUCKET-cold"
   export STRATA_TEST_S3_ACCESS_KEY_ID="$access_key_id"
   export STRATA_TEST_S3_SECRET_ACCESS_KEY="$secret_access_key"
   export STRATA_TEST_S3_REGION="$STRATA_CI_S3_REGION"
@@ -347,8 +354,8 @@ strata_ci_garage_stop() {
     rm -rf -- "$STRATA_CI_GARAGE_DIR"
   fi
   unset STRATA_CI_GARAGE_PID STRATA_CI_GARAGE_DIR STRATA_CI_GARAGE_S3_PORT \
-    STRATA_TEST_S3_ENDPOINT STRATA_TEST_S3_BUCKET STRATA_TEST_S3_ACCESS_KEY_ID \
-    STRATA_TEST_S3_SECRET_ACCESS_KEY STRATA_TEST_S3_REGION
+    STRATA_TEST_S3_ENDPOINT STRATA_TEST_S3_BUCKET STRATA_TEST_S3_COLD_BUCKET \
+    STRATA_TEST_S3_ACCESS_KEY_ID STRATA_TEST_S3_SECRET_ACCESS_KEY STRATA_TEST_S3_REGION
   return 0
 }
 
@@ -380,7 +387,8 @@ strata_ci_services_stop() {
 strata_ci_services_env() {
   local name
   for name in STRATA_TEST_POSTGRES_URI STRATA_TEST_S3_ENDPOINT STRATA_TEST_S3_BUCKET \
-    STRATA_TEST_S3_ACCESS_KEY_ID STRATA_TEST_S3_SECRET_ACCESS_KEY STRATA_TEST_S3_REGION; do
+    STRATA_TEST_S3_COLD_BUCKET STRATA_TEST_S3_ACCESS_KEY_ID STRATA_TEST_S3_SECRET_ACCESS_KEY \
+    STRATA_TEST_S3_REGION; do
     if [[ -n ${!name:-} ]]; then
       printf 'export %s=%q\n' "$name" "${!name}"
     fi

@@ -177,10 +177,12 @@ def test_tiers_move_read_restore_and_check_fixity(
         server.start(timeout_seconds=60)
         base_url = server.base_url
         mr_study, ct_study, dimse_study = generate_uid(), generate_uid(), generate_uid()
+        web_study = generate_uid()
         mr_bytes = synthetic_image(MRImageStorage, "MR", mr_study, 1)
         ct_bytes = synthetic_image(CTImageStorage, "CT", ct_study, 2)
         dimse_bytes = synthetic_image(CTImageStorage, "CT", dimse_study, 3)
-        for part in (mr_bytes, ct_bytes, dimse_bytes):
+        web_bytes = synthetic_image(CTImageStorage, "CT", web_study, 4)
+        for part in (mr_bytes, ct_bytes, dimse_bytes, web_bytes):
             body, content_type = e2e_support.encode_multipart_related([part])
             stored = requests.post(
                 f"{base_url}/dicomweb/studies",
@@ -194,7 +196,7 @@ def test_tiers_move_read_restore_and_check_fixity(
         deadline = time.monotonic() + 30
         while True:
             counts = tier_counts(base_url)
-            if counts.get("cold") == 1 and counts.get("archive") == 2:
+            if counts.get("cold") == 1 and counts.get("archive") == 3:
                 break
             assert time.monotonic() < deadline, f"objects not moved: {counts}"
             time.sleep(0.2)
@@ -218,6 +220,29 @@ def test_tiers_move_read_restore_and_check_fixity(
         assert restored.status_code == 200, restored.text[:300]
         parts = e2e_support.decode_multipart_related(restored.headers["Content-Type"], restored.content)
         assert [part.content for part in parts] == [ct_bytes]
+
+        # Frames, rendered images and WADO-URI read the same archived objects: 503 too.
+        web = pydicom.dcmread(io.BytesIO(web_bytes))
+        instance_url = (
+            f"{base_url}/dicomweb/studies/{web_study}/series/{web.SeriesInstanceUID}/instances/{web.SOPInstanceUID}"
+        )
+        frame = requests.get(
+            f"{instance_url}/frames/1",
+            headers={"Accept": 'multipart/related; type="application/octet-stream"'},
+            timeout=REQUEST_TIMEOUT,
+        )
+        assert frame.status_code == 503, frame.text[:300]
+        assert frame.headers["Retry-After"] == str(RETRY_AFTER_SECONDS)
+        assert frame.headers["Content-Type"].startswith("application/problem+json")
+        rendered = requests.get(f"{instance_url}/rendered", timeout=REQUEST_TIMEOUT)
+        assert rendered.status_code == 200, rendered.text[:300]
+        assert rendered.headers["Content-Type"].startswith("image/jpeg")
+        frame = requests.get(
+            f"{instance_url}/frames/1",
+            headers={"Accept": 'multipart/related; type="application/octet-stream"'},
+            timeout=REQUEST_TIMEOUT,
+        )
+        assert frame.status_code == 200, frame.text[:300]
 
         # DIMSE C-GET: refused with 0xA702 (out of resources) while restoring, then served.
         host, port = server.dimse_addr
@@ -263,11 +288,26 @@ def test_tiers_move_read_restore_and_check_fixity(
         fixity = requests.post(f"{base_url}/api/tiering/fixity?deep=true", timeout=REQUEST_TIMEOUT)
         assert fixity.status_code == 200, fixity.text[:300]
         report = fixity.json()
-        assert report["num_checked"] == 3
+        assert report["num_checked"] == 4
         assert [failure["status"] for failure in report["failures"]] == ["mismatch"]
         assert report["failures"][0]["tier"] == "cold"
         listed = requests.get(f"{base_url}/api/tiering/fixity", timeout=REQUEST_TIMEOUT).json()
         assert len(listed) == 1
+
+        # The same through /metrics: the mismatch counted, objects per tier measured by the scans.
+        def metric(name: str, label: str) -> float | None:
+            text = requests.get(f"{base_url}/metrics", timeout=REQUEST_TIMEOUT).text
+            for line in text.splitlines():
+                if line.startswith(name + "{") and label in line:
+                    return float(line.rsplit(" ", 1)[1])
+            return None
+
+        assert metric("strata_fixity_checks_total", 'outcome="mismatch"') == 1
+        deadline = time.monotonic() + 10
+        while metric("strata_tier_objects", 'tier="archive"') != 3:
+            assert time.monotonic() < deadline, "strata_tier_objects{tier=archive} never reached 3"
+            time.sleep(0.2)
+        assert metric("strata_tier_objects", 'tier="cold"') == 1
 
         # The CLI sees the same state (it opens the catalog and stores itself).
         cli = subprocess.run(
@@ -280,7 +320,7 @@ def test_tiers_move_read_restore_and_check_fixity(
         )
         assert cli.returncode == 0, cli.stderr[-2000:]
         cli_counts = {tier["name"]: tier["num_objects"] for tier in json.loads(cli.stdout)["tiers"]}
-        assert cli_counts["cold"] == 1 and cli_counts["archive"] == 2
+        assert cli_counts["cold"] == 1 and cli_counts["archive"] == 3
         dry_run = subprocess.run(
             [str(strata_bin), "tier", "apply", "--dry-run", "--data-dir", str(data_dir)],
             env=env,

@@ -270,6 +270,7 @@ where
             let mut response = Problem {
                 status: StatusCode::RANGE_NOT_SATISFIABLE,
                 detail: format!("the Range header is outside the {total} bytes of the bulk data"),
+                retry_after_seconds: None,
             }
             .into_response();
             if let Ok(value) = HeaderValue::from_str(&format!("bytes */{total}")) {
@@ -349,6 +350,7 @@ async fn element_value(
     let location = locations.into_iter().next().ok_or_else(|| {
         Problem::not_found(format!("{} is not in the archive", target.describe()))
     })?;
+    crate::problem::ensure_readable(state, std::slice::from_ref(&location)).await?;
     // Only the bytes before the Pixel Data are needed (its element header included, so the
     // parser sees where to stop).
     let limit = state

@@ -107,6 +107,7 @@ async fn respond(
             status: StatusCode::METHOD_NOT_ALLOWED,
             detail: "deletion is disabled on this archive (dicomweb.allow_delete = false)"
                 .to_owned(),
+            retry_after_seconds: None,
         }
         .into_response();
         response
@@ -125,6 +126,7 @@ async fn respond(
                 return Problem {
                     status: StatusCode::CONFLICT,
                     detail: reason,
+                    retry_after_seconds: None,
                 }
                 .into_response();
             }

@@ -170,6 +170,8 @@ impl PixelSource {
                 target.describe()
             )));
         };
+        // 503 + Retry-After while the object is restored from archive storage.
+        crate::problem::ensure_readable(state, std::slice::from_ref(&location)).await?;
         let metadata: Json = serde_json::from_str(&metadata_text).map_err(|error| {
             Problem::unavailable(&format!("stored metadata unreadable: {error}"))
         })?;

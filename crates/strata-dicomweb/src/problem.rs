@@ -9,6 +9,8 @@ use http::StatusCode;
 pub struct Problem {
     pub status: StatusCode,
     pub detail: String,
+    /// Sent as `Retry-After` (a 503 for an object being restored from archive storage).
+    pub retry_after_seconds: Option<u64>,
 }
 
 impl Problem {
@@ -17,6 +19,7 @@ impl Problem {
         Self {
             status: StatusCode::BAD_REQUEST,
             detail: detail.into(),
+            retry_after_seconds: None,
         }
     }
 
@@ -25,6 +28,7 @@ impl Problem {
         Self {
             status: StatusCode::NOT_FOUND,
             detail: detail.into(),
+            retry_after_seconds: None,
         }
     }
 
@@ -33,6 +37,7 @@ impl Problem {
         Self {
             status: StatusCode::NOT_ACCEPTABLE,
             detail: detail.into(),
+            retry_after_seconds: None,
         }
     }
 
@@ -41,6 +46,7 @@ impl Problem {
         Self {
             status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
             detail: detail.into(),
+            retry_after_seconds: None,
         }
     }
 
@@ -51,6 +57,7 @@ impl Problem {
         Self {
             status: StatusCode::SERVICE_UNAVAILABLE,
             detail: format!("the archive is temporarily unavailable (request id {request_id})"),
+            retry_after_seconds: None,
         }
     }
 }
@@ -63,12 +70,18 @@ impl IntoResponse for Problem {
             "status": self.status.as_u16(),
             "detail": self.detail,
         });
-        (
+        let mut response = (
             self.status,
             [(http::header::CONTENT_TYPE, "application/problem+json")],
             body.to_string(),
         )
-            .into_response()
+            .into_response();
+        if let Some(seconds) = self.retry_after_seconds {
+            response
+                .headers_mut()
+                .insert(http::header::RETRY_AFTER, http::HeaderValue::from(seconds));
+        }
+        response
     }
 }
 
@@ -79,29 +92,39 @@ pub(crate) async fn unreadable(
     state: &crate::DicomwebState,
     locations: &[strata_catalog::InstanceLocation],
 ) -> Option<Response> {
+    ensure_readable(state, locations)
+        .await
+        .err()
+        .map(IntoResponse::into_response)
+}
+
+/// `Err` (503 with `retry_after_seconds`) when some of `locations` are in archive storage and
+/// must be restored first (the restore is started by the check); `Ok` otherwise. Every
+/// resource that reads stored objects (instances, frames, bulk data, rendered, WADO-URI) asks
+/// before reading.
+pub(crate) async fn ensure_readable(
+    state: &crate::DicomwebState,
+    locations: &[strata_catalog::InstanceLocation],
+) -> Result<(), Problem> {
     let keys: Vec<strata_types::ObjectKey> = locations
         .iter()
         .map(|location| location.object.key.clone())
         .collect();
-    let error = state.store.check_readable(&keys).await.err()?;
+    let Err(error) = state.store.check_readable(&keys).await else {
+        return Ok(());
+    };
     let strata_storage::StorageErrorKind::RestoreRequired {
         retry_after_seconds,
     } = error.kind
     else {
-        return None;
+        return Ok(());
     };
-    let mut response = Problem {
+    Err(Problem {
         status: StatusCode::SERVICE_UNAVAILABLE,
         detail: format!(
             "the requested instances are in archive storage and are being restored; retry after \
              {retry_after_seconds} seconds"
         ),
-    }
-    .into_response();
-    if let Ok(value) = http::HeaderValue::from_str(&retry_after_seconds.to_string()) {
-        response
-            .headers_mut()
-            .insert(http::header::RETRY_AFTER, value);
-    }
-    Some(response)
+        retry_after_seconds: Some(retry_after_seconds),
+    })
 }

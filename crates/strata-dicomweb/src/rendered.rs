@@ -306,6 +306,9 @@ pub(crate) async fn render_location(
     frame_index: u32,
     params: &RenderParams,
 ) -> Result<Vec<u8>, RenderFailure> {
+    crate::problem::ensure_readable(state, std::slice::from_ref(location))
+        .await
+        .map_err(RenderFailure::Other)?;
     let spool = spool_dir(state).map_err(RenderFailure::Other)?;
     let path = spool.path().join("instance.dcm");
     spool_object(&state.store, &location.object.key, &path)

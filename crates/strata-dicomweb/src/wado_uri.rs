@@ -54,6 +54,7 @@ pub(crate) async fn retrieve(
                 request.instance, request.series, request.study
             )));
         };
+        crate::problem::ensure_readable(&state, std::slice::from_ref(&location)).await?;
         match request.wanted {
             Wanted::Image {
                 frame_index,

@@ -30,6 +30,9 @@ struct Instruments {
     store_errors: Counter<u64>,
     search_indexer_lag: Gauge<i64>,
     tier_size: Gauge<u64>,
+    tier_objects: Gauge<u64>,
+    tier_moves: Counter<u64>,
+    fixity_checks: Counter<u64>,
 }
 
 static INSTRUMENTS: OnceLock<Instruments> = OnceLock::new();
@@ -72,6 +75,18 @@ pub(crate) fn install(meter: &Meter, registry: prometheus::Registry) {
             .u64_gauge("strata_tier_size_bytes")
             .with_description("Bytes stored per storage tier, as last measured")
             .with_unit("By")
+            .build(),
+        tier_objects: meter
+            .u64_gauge("strata_tier_objects")
+            .with_description("Objects stored per storage tier, as last measured")
+            .build(),
+        tier_moves: meter
+            .u64_counter("strata_tier_moves_total")
+            .with_description("Objects moved between tiers, by outcome (moved, failed)")
+            .build(),
+        fixity_checks: meter
+            .u64_counter("strata_fixity_checks_total")
+            .with_description("Objects checked by fixity passes, by outcome (ok, repaired, mismatch, missing, unchecked)")
             .build(),
     };
     let _ = INSTRUMENTS.set(instruments);
@@ -182,13 +197,35 @@ pub fn set_search_indexer_lag(num_events: i64) {
     }
 }
 
-/// Sets `strata_tier_size_bytes{tier}` to a measured size; `tier` is a configured tier name
-/// (`hot`, `cold`).
-pub fn set_tier_size_bytes(tier: &'static str, num_bytes: u64) {
+/// Sets `strata_tier_size_bytes{tier}` and `strata_tier_objects{tier}` to a measured usage;
+/// `tier` is a configured tier name (`hot`, `cold`), never data.
+pub fn set_tier_usage(tier: &str, num_objects: u64, num_bytes: u64) {
+    if let Some(instruments) = INSTRUMENTS.get() {
+        let labels = [KeyValue::new("tier", tier.to_owned())];
+        instruments.tier_size.record(num_bytes, &labels);
+        instruments.tier_objects.record(num_objects, &labels);
+    }
+}
+
+/// Counts tier moves of one scan (`strata_tier_moves_total{outcome}`).
+pub fn record_tier_moves(num_moved: u64, num_failed: u64) {
     if let Some(instruments) = INSTRUMENTS.get() {
         instruments
-            .tier_size
-            .record(num_bytes, &[KeyValue::new("tier", tier)]);
+            .tier_moves
+            .add(num_moved, &[KeyValue::new("outcome", "moved")]);
+        instruments
+            .tier_moves
+            .add(num_failed, &[KeyValue::new("outcome", "failed")]);
+    }
+}
+
+/// Counts one object checked by a fixity pass (`strata_fixity_checks_total{outcome}`);
+/// `outcome` is one of `ok`, `repaired`, `mismatch`, `missing`, `unchecked`.
+pub fn record_fixity_check(outcome: &'static str) {
+    if let Some(instruments) = INSTRUMENTS.get() {
+        instruments
+            .fixity_checks
+            .add(1, &[KeyValue::new("outcome", outcome)]);
     }
 }
 

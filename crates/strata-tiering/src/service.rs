@@ -298,6 +298,7 @@ impl TieringService {
                 let record =
                     check_object(self.store.tiers(), placement, deep, &self.spool_dir).await?;
                 self.tier_catalog.record_fixity(&record).await?;
+                strata_telemetry::metrics::record_fixity_check(record.status.as_str());
                 report.add(&record);
             }
         }
@@ -452,13 +453,33 @@ impl TieringService {
             if last_scan.is_none_or(|at| at.elapsed() >= scan_interval) {
                 last_scan = Some(Instant::now());
                 match self.apply(false).await {
-                    Ok(report) => tracing::info!(
-                        num_studies = report.num_studies,
-                        num_moved = report.num_moved,
-                        num_failed = report.num_failed,
-                        "tiering scan done"
-                    ),
+                    Ok(report) => {
+                        tracing::info!(
+                            num_studies = report.num_studies,
+                            num_moved = report.num_moved,
+                            num_failed = report.num_failed,
+                            "tiering scan done"
+                        );
+                        strata_telemetry::metrics::record_tier_moves(
+                            report.num_moved,
+                            report.num_failed,
+                        );
+                    }
                     Err(error) => tracing::warn!(%error, "tiering scan failed"),
+                }
+                // Objects and bytes per tier for `/metrics` (one aggregate query per scan).
+                match self.tier_catalog.tier_usage().await {
+                    Ok(usage) => {
+                        for tier in self.store.tiers().iter() {
+                            let used = usage.iter().find(|usage| usage.tier == tier.name);
+                            strata_telemetry::metrics::set_tier_usage(
+                                &tier.name,
+                                used.map_or(0, |used| used.num_objects),
+                                used.map_or(0, |used| used.num_bytes),
+                            );
+                        }
+                    }
+                    Err(error) => tracing::warn!(%error, "failed to measure tier usage"),
                 }
             }
             if let Err(error) = self.follow_events().await {

@@ -257,11 +257,14 @@ async fn test_moves_and_fixity_on_external_s3() {
         path_style: true,
         allow_http: endpoint.starts_with("http://"),
     };
+    // Hot and cold in two buckets when CI provides a second one (`.ci/services.sh` creates
+    // `strata-ci-cold`); otherwise two prefixes of one bucket.
+    let cold_bucket = var("STRATA_TEST_S3_COLD_BUCKET").unwrap_or_else(|| bucket.clone());
     let run = format!("strata-tiering-{}", std::process::id());
-    let store = |tier: &str| -> Arc<dyn BlobStore> {
+    let store = |bucket: &str, tier: &str| -> Arc<dyn BlobStore> {
         Arc::new(
             ObjectStoreBlobStore::s3_with_env(
-                &bucket,
+                bucket,
                 &format!("{run}/{tier}"),
                 &config,
                 Vec::new(),
@@ -269,7 +272,15 @@ async fn test_moves_and_fixity_on_external_s3() {
             .unwrap(),
         )
     };
-    let sandbox = Sandbox::new(store("hot"), store("cold"), store("replica"), 6, 5_000).await;
+    let sandbox = Sandbox::new(
+        store(&bucket, "hot"),
+        store(&cold_bucket, "cold"),
+        store(&cold_bucket, "replica"),
+        6,
+        5_000,
+    )
+    .await;
+    eprintln!("external s3 tiering: hot in bucket {bucket}, cold and replica in {cold_bucket}");
     let service = sandbox.service();
     assert_eq!(service.apply(false).await.unwrap().num_moved, 6);
     assert_eq!(sandbox.assert_single_location().await, (0, 6));
