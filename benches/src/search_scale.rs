@@ -175,7 +175,9 @@ pub struct SearchScaleArgs {
 pub fn run(args: SearchScaleArgs) -> anyhow::Result<()> {
     let num_studies = args.studies;
     let temporary = tempfile::tempdir()?;
-    let directory = args.index_dir.unwrap_or_else(|| temporary.path().to_owned());
+    let directory = args
+        .index_dir
+        .unwrap_or_else(|| temporary.path().to_owned());
     std::fs::create_dir_all(&directory)?;
     let index = SearchIndex::open(&directory, DocumentSettings::default())?;
     let mut random = Random(42);

@@ -402,6 +402,15 @@ CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
 
 
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that was free a moment ago."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def synthetic_ct(
     study_uid: str | None = None,
     series_uid: str | None = None,
@@ -409,9 +418,11 @@ def synthetic_ct(
     *,
     size: int = 32,
     pixel_fill: bytes | None = None,
+    sop_class: str = CT_IMAGE_STORAGE,
     **attributes: Any,
 ) -> bytes:
-    """A small CT image (`size` x `size`, 16-bit, Explicit VR Little Endian) as Part 10 bytes.
+    """A small image (CT unless `sop_class` says otherwise; `size` x `size`, 16-bit, Explicit
+    VR Little Endian) as Part 10 bytes.
     Keyword arguments set or override attributes (`PatientName="A^B"`,
     `SpecificCharacterSet="ISO_IR 192"`, ...); the pixel data is seeded by `number` unless
     `pixel_fill` (one byte repeated) is given."""
@@ -419,12 +430,12 @@ def synthetic_ct(
     from pydicom.uid import generate_uid
 
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = CT_IMAGE_STORAGE
+    meta.MediaStorageSOPClassUID = sop_class
     meta.MediaStorageSOPInstanceUID = generate_uid()
     meta.TransferSyntaxUID = EXPLICIT_VR_LITTLE_ENDIAN
     dataset = Dataset()
     dataset.file_meta = meta
-    dataset.SOPClassUID = CT_IMAGE_STORAGE
+    dataset.SOPClassUID = sop_class
     dataset.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
     dataset.StudyInstanceUID = study_uid or generate_uid()
     dataset.SeriesInstanceUID = series_uid or generate_uid()

@@ -26,7 +26,6 @@ from pynetdicom.sop_class import (
 
 import e2e_support
 from conftest import base_child_env
-from test_dimse_pynetdicom import free_port
 
 NUM_INSTANCES = 40
 CANCEL_AFTER = 3
@@ -50,7 +49,7 @@ def ct_instance(study_uid: str, series_uid: str, number: int) -> Dataset:
 def cancel_archive(strata_bin: Path, tmp_path: Path, backend):
     if backend.name != "embedded":
         pytest.skip("DIMSE runs on the embedded backend only")
-    move_port = free_port()
+    move_port = e2e_support.free_port()
     env = base_child_env()
     env["STRATA__DIMSE__PEERS__CANCELSCP"] = f"127.0.0.1:{move_port}"
     server = e2e_support.StrataServer(strata_bin, tmp_path / "data", env, "dimse-cancel")

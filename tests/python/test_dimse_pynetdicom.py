@@ -9,7 +9,6 @@ peers are driven from `crates/strata-dimse/tests/dcmtk.rs`.
 from __future__ import annotations
 
 import os
-import socket
 import threading
 from pathlib import Path
 
@@ -28,12 +27,6 @@ from conftest import base_child_env
 
 CORPUS_DIR = Path(os.environ.get("STRATA_CORPUS_DIR", Path(__file__).resolve().parents[3] / "shared" / "corpus"))
 UNCOMPRESSED = ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def valid_corpus() -> dict[str, pydicom.Dataset]:
@@ -66,7 +59,7 @@ def dimse_archive(strata_bin: Path, tmp_path: Path, backend):
     # DIMSE does not depend on the catalog or store backend: run once, on the embedded one.
     if backend.name != "embedded":
         pytest.skip("DIMSE runs on the embedded backend only")
-    move_port = free_port()
+    move_port = e2e_support.free_port()
     env = base_child_env()
     env["STRATA__DIMSE__PEERS__PYSCP"] = f"127.0.0.1:{move_port}"
     server = e2e_support.StrataServer(strata_bin, tmp_path / "data", env, "dimse")

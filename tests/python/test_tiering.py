@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import io
 import json
-import random
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -27,7 +25,7 @@ from pathlib import Path
 import pydicom
 import pytest
 import requests
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, build_role, evt
 from pynetdicom.sop_class import CTImageStorage, MRImageStorage, StudyRootQueryRetrieveInformationModelGet
@@ -40,40 +38,16 @@ RETRY_AFTER_SECONDS = 120
 
 
 def synthetic_image(sop_class: str, modality: str, study_uid: str, seed: int, size: int = 16) -> bytes:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    dataset = Dataset()
-    dataset.file_meta = meta
-    dataset.SOPClassUID = sop_class
-    dataset.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    dataset.StudyInstanceUID = study_uid
-    dataset.SeriesInstanceUID = generate_uid()
-    dataset.PatientName = "TIERING^TEST"
-    dataset.PatientID = "TIER-1"
-    dataset.StudyDate = "20240510"
-    dataset.Modality = modality
-    dataset.SeriesNumber = 1
-    dataset.InstanceNumber = 1
-    dataset.Rows = size
-    dataset.Columns = size
-    dataset.BitsAllocated = 16
-    dataset.BitsStored = 12
-    dataset.HighBit = 11
-    dataset.PixelRepresentation = 0
-    dataset.SamplesPerPixel = 1
-    dataset.PhotometricInterpretation = "MONOCHROME2"
-    dataset.PixelData = random.Random(seed).randbytes(size * size * 2)
-    buffer = io.BytesIO()
-    pydicom.dcmwrite(buffer, dataset, enforce_file_format=True)
-    return buffer.getvalue()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    return e2e_support.synthetic_ct(
+        study_uid,
+        None,
+        seed,
+        size=size,
+        sop_class=sop_class,
+        Modality=modality,
+        PatientName="TIERING^TEST",
+        PatientID="TIER-1",
+    )
 
 
 @pytest.fixture
@@ -81,7 +55,7 @@ def moto_endpoint():
     binary = shutil.which("moto_server")
     if binary is None:
         pytest.skip("moto_server is not installed (pip install 'moto[server]')")
-    port = free_port()
+    port = e2e_support.free_port()
     process = subprocess.Popen(
         [binary, "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,

@@ -186,7 +186,9 @@ fn same_objects(
     let left_tags: Vec<_> = left.iter().map(|element| element.tag()).collect();
     let right_tags: Vec<_> = right.iter().map(|element| element.tag()).collect();
     if left_tags != right_tags {
-        return Err(format!("different elements: {left_tags:?} vs {right_tags:?}"));
+        return Err(format!(
+            "different elements: {left_tags:?} vs {right_tags:?}"
+        ));
     }
     for (left_element, right_element) in left.iter().zip(right.iter()) {
         let tag = left_element.tag();
@@ -196,7 +198,8 @@ fn same_objects(
                     return Err(format!("{tag}: number of items differs"));
                 }
                 for (left_item, right_item) in left_items.items().iter().zip(right_items.items()) {
-                    same_objects(left_item, right_item).map_err(|error| format!("{tag} > {error}"))?;
+                    same_objects(left_item, right_item)
+                        .map_err(|error| format!("{tag} > {error}"))?;
                 }
             }
             (left_value, right_value) if left_value == right_value => {}

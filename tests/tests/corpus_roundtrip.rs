@@ -138,7 +138,12 @@ async fn run_corpus(backend: Backend) -> anyhow::Result<()> {
         let stored_syntax = corpus::transfer_syntax_of(&original);
         let served_syntax = corpus::transfer_syntax_of(&parts[0]);
         let same_bytes = corpus::dataset_bytes(&parts[0]) == corpus::dataset_bytes(&original);
-        if !same_bytes && matches!(stored_syntax.as_deref(), None | Some(IMPLICIT_LE | EXPLICIT_BE)) {
+        if !same_bytes
+            && matches!(
+                stored_syntax.as_deref(),
+                None | Some(IMPLICIT_LE | EXPLICIT_BE)
+            )
+        {
             assert_eq!(
                 served_syntax.as_deref(),
                 Some("1.2.840.10008.1.2.1"),

@@ -189,18 +189,22 @@ impl SqlCatalog {
                 message: "failed to load this binary's migrations".to_owned(),
                 source: Some(Box::new(error)),
             })?;
-        let applied: Vec<i64> =
-            match sqlx::query_scalar::<_, i64>("SELECT version FROM _sqlx_migrations WHERE success")
-                .fetch_all(&self.pool)
-                .await
-            {
-                Ok(versions) => versions,
-                // No migration table yet: nothing is applied.
-                Err(sqlx::Error::Database(_)) => Vec::new(),
-                Err(error) => {
-                    return Err(CatalogError::from_sqlx("read the applied migrations", error));
-                }
-            };
+        let applied: Vec<i64> = match sqlx::query_scalar::<_, i64>(
+            "SELECT version FROM _sqlx_migrations WHERE success",
+        )
+        .fetch_all(&self.pool)
+        .await
+        {
+            Ok(versions) => versions,
+            // No migration table yet: nothing is applied.
+            Err(sqlx::Error::Database(_)) => Vec::new(),
+            Err(error) => {
+                return Err(CatalogError::from_sqlx(
+                    "read the applied migrations",
+                    error,
+                ));
+            }
+        };
         Ok(migrator
             .iter()
             .map(|migration| migration.version)

@@ -141,5 +141,8 @@ async fn sigkill_mid_stow(env: Vec<(String, String)>) {
         .filter(|entry| entry.file_type().unwrap().is_file())
         .map(|entry| entry.file_name().to_string_lossy().into_owned())
         .collect();
-    assert!(leftovers.is_empty(), "spool files left after restart: {leftovers:?}");
+    assert!(
+        leftovers.is_empty(),
+        "spool files left after restart: {leftovers:?}"
+    );
 }

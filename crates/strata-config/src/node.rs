@@ -636,15 +636,25 @@ mod dimse_tests {
                 ("STRATA__CATALOG__AUTO_MIGRATE", "false"),
                 ("STRATA__ROLES", "gateway, search"),
                 // Resolved when used, not at load: a Service that does not exist yet is fine.
-                ("STRATA__DIMSE__PEERS__VIEWER", "viewer.cluster.invalid:11112"),
+                (
+                    "STRATA__DIMSE__PEERS__VIEWER",
+                    "viewer.cluster.invalid:11112",
+                ),
             ]),
         )
         .unwrap();
-        assert_eq!(config.storage.s3.access_key_id.as_deref(), Some("0123456789"));
+        assert_eq!(
+            config.storage.s3.access_key_id.as_deref(),
+            Some("0123456789")
+        );
         assert_eq!(config.catalog.max_connections, 4);
         assert!(!config.catalog.auto_migrate);
-        assert_eq!(config.roles, vec![crate::Role::Gateway, crate::Role::Search]);
-        let error = NodeConfig::load(None, env(&[("STRATA__ROLES", "gateway,indexer")])).unwrap_err();
+        assert_eq!(
+            config.roles,
+            vec![crate::Role::Gateway, crate::Role::Search]
+        );
+        let error =
+            NodeConfig::load(None, env(&[("STRATA__ROLES", "gateway,indexer")])).unwrap_err();
         assert!(error.to_string().contains("indexer"), "{error}");
     }
 }

@@ -249,14 +249,18 @@ pub(crate) fn parse_query(
         let value = value.trim();
         match name {
             "limit" => {
-                let limit: u64 = value
-                    .parse()
-                    .map_err(|_| Problem::bad_request(format!("parameter `limit`: `{value}` is not a non-negative integer")))?;
+                let limit: u64 = value.parse().map_err(|_| {
+                    Problem::bad_request(format!(
+                        "parameter `limit`: `{value}` is not a non-negative integer"
+                    ))
+                })?;
                 query.limit = Some(limit.min(default_limit));
             }
             "offset" => {
                 query.offset = value.parse().map_err(|_| {
-                    Problem::bad_request(format!("parameter `offset`: `{value}` is not a non-negative integer"))
+                    Problem::bad_request(format!(
+                        "parameter `offset`: `{value}` is not a non-negative integer"
+                    ))
                 })?;
             }
             "fuzzymatching" => match value {
@@ -269,12 +273,19 @@ pub(crate) fn parse_query(
                 }
             },
             "includefield" => {
-                for field in value.split(',').map(str::trim).filter(|field| !field.is_empty()) {
+                for field in value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|field| !field.is_empty())
+                {
                     if field == "all" {
                         request.include_all = true;
                     } else {
-                        let tag = resolve_tag_path(field)
-                            .ok_or_else(|| Problem::bad_request(format!("parameter `includefield`: unknown attribute `{field}`")))?;
+                        let tag = resolve_tag_path(field).ok_or_else(|| {
+                            Problem::bad_request(format!(
+                                "parameter `includefield`: unknown attribute `{field}`"
+                            ))
+                        })?;
                         request.include_tags.push(tag);
                     }
                 }

@@ -102,7 +102,10 @@ async fn search(
         }
         Err(error) if error.kind == crate::SearchErrorKind::Unavailable => {
             tracing::warn!(%error, "search service unavailable");
-            problem(StatusCode::SERVICE_UNAVAILABLE, "the search service is unavailable")
+            problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the search service is unavailable",
+            )
         }
         Err(error) => {
             tracing::error!(%error, "search failed");

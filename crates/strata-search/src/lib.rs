@@ -23,5 +23,5 @@ pub use document::{
 pub use error::{SearchError, SearchErrorKind, SearchResult};
 pub use index::SearchIndex;
 pub use indexer::{Indexer, IndexerSettings};
-pub use remote::{HeaderInjector, RemoteSearchService};
 pub use query::{MAX_LIMIT, MAX_OFFSET, SearchHit, SearchRequest, SearchResponse, SortOrder};
+pub use remote::{HeaderInjector, RemoteSearchService};

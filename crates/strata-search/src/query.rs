@@ -67,12 +67,23 @@ impl SearchRequest {
     /// into this request (what a remote client sends).
     pub fn to_query_pairs(&self) -> Vec<(&'static str, String)> {
         let mut pairs = vec![("q", self.query.clone())];
-        pairs.extend(self.modalities.iter().map(|value| ("modality", value.clone())));
+        pairs.extend(
+            self.modalities
+                .iter()
+                .map(|value| ("modality", value.clone())),
+        );
         pairs.extend(self.sources.iter().map(|value| ("source", value.clone())));
-        pairs.extend(self.institutions.iter().map(|value| ("institution", value.clone())));
+        pairs.extend(
+            self.institutions
+                .iter()
+                .map(|value| ("institution", value.clone())),
+        );
         if self.date_from.is_some() || self.date_to.is_some() {
             let bound = |date: Option<u64>| date.map(|date| date.to_string()).unwrap_or_default();
-            pairs.push(("date", format!("{}-{}", bound(self.date_from), bound(self.date_to))));
+            pairs.push((
+                "date",
+                format!("{}-{}", bound(self.date_from), bound(self.date_to)),
+            ));
         }
         let sort = match self.sort {
             SortOrder::Relevance => "relevance",

@@ -68,8 +68,7 @@ impl RemoteSearchService {
             .base_url
             .join("api/search")
             .expect("a relative path joins onto an http base");
-        url.query_pairs_mut()
-            .extend_pairs(request.to_query_pairs());
+        url.query_pairs_mut().extend_pairs(request.to_query_pairs());
         url
     }
 }

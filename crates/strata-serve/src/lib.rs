@@ -272,7 +272,10 @@ async fn open_catalog(config: &NodeConfig) -> anyhow::Result<Arc<strata_catalog:
     if config.catalog.auto_migrate {
         catalog.migrate().await.with_context(open_error)?;
     } else {
-        let pending = catalog.pending_migrations().await.with_context(open_error)?;
+        let pending = catalog
+            .pending_migrations()
+            .await
+            .with_context(open_error)?;
         if !pending.is_empty() {
             anyhow::bail!(
                 "the catalog schema is not current (pending migrations {pending:?}) and \

@@ -87,7 +87,11 @@ pub async fn route_to_role(State(roles): State<RoleSet>, request: Request, next:
 
 /// The first path segment (never the UIDs after it).
 fn route_family(path: &str) -> String {
-    let first = path.trim_start_matches('/').split('/').next().unwrap_or_default();
+    let first = path
+        .trim_start_matches('/')
+        .split('/')
+        .next()
+        .unwrap_or_default();
     format!("/{first}/…")
 }
 
@@ -101,11 +105,20 @@ mod tests {
         let get = http::Method::GET;
         let delete = http::Method::DELETE;
         assert_eq!(owning_role(&post, "/dicomweb/studies"), Some(Role::Ingest));
-        assert_eq!(owning_role(&post, "/dicomweb/studies/1.2"), Some(Role::Ingest));
+        assert_eq!(
+            owning_role(&post, "/dicomweb/studies/1.2"),
+            Some(Role::Ingest)
+        );
         assert_eq!(owning_role(&get, "/dicomweb/studies"), Some(Role::Gateway));
-        assert_eq!(owning_role(&delete, "/dicomweb/studies/1.2"), Some(Role::Gateway));
+        assert_eq!(
+            owning_role(&delete, "/dicomweb/studies/1.2"),
+            Some(Role::Gateway)
+        );
         assert_eq!(owning_role(&get, "/fhir/ImagingStudy"), Some(Role::Gateway));
-        assert_eq!(owning_role(&get, "/api/tiering/status"), Some(Role::Tiering));
+        assert_eq!(
+            owning_role(&get, "/api/tiering/status"),
+            Some(Role::Tiering)
+        );
         assert_eq!(owning_role(&get, "/api/search"), None);
         assert_eq!(owning_role(&get, "/readyz"), None);
         assert_eq!(owning_role(&get, "/dicomwebx"), None);

@@ -65,8 +65,7 @@ pub(crate) fn remote_search(config: &NodeConfig) -> anyhow::Result<Option<Search
         return Ok(None);
     };
     // W3C trace context travels with each forwarded search (one trace across the roles).
-    let inject: strata_search::HeaderInjector =
-        Arc::new(strata_telemetry::inject_current_context);
+    let inject: strata_search::HeaderInjector = Arc::new(strata_telemetry::inject_current_context);
     let service = strata_search::RemoteSearchService::new(url, Some(inject))
         .with_context(|| format!("search.url `{url}` is not usable"))?;
     let (dicomweb_base_url, fhir_base_url) = link_bases(config);

@@ -11,7 +11,14 @@ const BATCH_SIZE: i64 = 500;
 /// Fills `patient.patient_name_fuzzy` and `study.referring_physician_name_fuzzy` (migration
 /// 0005) where they are NULL.
 pub(super) async fn fill_fuzzy_person_names(pool: &Pool<Any>) -> Result<(), sqlx::Error> {
-    fill(pool, "patient", "patient_pk", "patient_name", "patient_name_fuzzy").await?;
+    fill(
+        pool,
+        "patient",
+        "patient_pk",
+        "patient_name",
+        "patient_name_fuzzy",
+    )
+    .await?;
     fill(
         pool,
         "study",

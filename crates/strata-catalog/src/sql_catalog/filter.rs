@@ -401,7 +401,11 @@ fn push_fuzzy_name_condition(builder: &mut SqlBuilder, expression: &str, matcher
         .collect();
     if alternatives.is_empty() {
         // Only wildcards (universal, never reaches here) or a range: nothing matches.
-        builder.push(if matches!(matcher, Matcher::Range { .. }) { "1 = 0" } else { "1 = 1" });
+        builder.push(if matches!(matcher, Matcher::Range { .. }) {
+            "1 = 0"
+        } else {
+            "1 = 1"
+        });
         return;
     }
     builder.push("(");
