@@ -179,6 +179,24 @@ impl TestArchive {
         Ok((status, json))
     }
 
+    /// The URL of `/api{path_and_query}` (the search API sits beside `/dicomweb`).
+    pub fn api_url(&self, path_and_query: &str) -> String {
+        let root = self.base_url.trim_end_matches("/dicomweb");
+        format!("{root}/api{path_and_query}")
+    }
+
+    /// `GET /api/search?{query}` expecting 200; returns the JSON body.
+    pub async fn search(&self, query: &str) -> serde_json::Value {
+        let response = self
+            .client
+            .get(self.api_url(&format!("/search?{query}")))
+            .send()
+            .await
+            .expect("search request");
+        assert_eq!(response.status(), 200, "{query}");
+        response.json().await.expect("json")
+    }
+
     /// WADO-RS retrieval of `path`; returns the parts' bodies.
     pub async fn retrieve(&self, path: &str) -> anyhow::Result<Vec<Vec<u8>>> {
         let response = self.get(path).await?;

@@ -11,20 +11,8 @@ use strata_tests::{Backend, TestArchive};
 /// CI machine.
 const MAX_SEARCH_DELAY: Duration = Duration::from_secs(10);
 
-fn api_url(archive: &TestArchive, path_and_query: &str) -> String {
-    let root = archive.base_url.trim_end_matches("/dicomweb");
-    format!("{root}/api{path_and_query}")
-}
-
 async fn search(archive: &TestArchive, query: &str) -> serde_json::Value {
-    let response = archive
-        .client
-        .get(api_url(archive, &format!("/search?{query}")))
-        .send()
-        .await
-        .expect("search request");
-    assert_eq!(response.status(), 200, "{query}");
-    response.json().await.expect("json")
+    archive.search(query).await
 }
 
 /// Polls until `query` returns `expected_total` studies; returns the delay.
@@ -97,7 +85,7 @@ async fn test_stored_study_is_searchable_within_bounded_delay() {
     ] {
         let response = archive
             .client
-            .get(api_url(&archive, &format!("/search?{query}")))
+            .get(archive.api_url(&format!("/search?{query}")))
             .send()
             .await
             .expect("request");

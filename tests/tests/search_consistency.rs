@@ -19,20 +19,8 @@ const MAX_SEARCH_DELAY: Duration = Duration::from_secs(10);
 /// UIDs of this file's studies are unique to it.
 const SEED: u64 = 90_417;
 
-fn api_url(archive: &TestArchive, path_and_query: &str) -> String {
-    let root = archive.base_url.trim_end_matches("/dicomweb");
-    format!("{root}/api{path_and_query}")
-}
-
 async fn search(archive: &TestArchive, query: &str) -> serde_json::Value {
-    let response = archive
-        .client
-        .get(api_url(archive, &format!("/search?{query}&limit=100")))
-        .send()
-        .await
-        .expect("search request");
-    assert_eq!(response.status(), 200, "{query}");
-    response.json().await.expect("json")
+    archive.search(&format!("{query}&limit=100")).await
 }
 
 /// The Study Instance UIDs and instance counts of the hits of `query`, failing on a duplicate.
