@@ -129,6 +129,25 @@ fn serve_commands(
     }
 }
 
+/// Drains a C-STORE data set that will not be stored and answers with `reason` (and an Error
+/// Comment when given), keeping the association in step.
+fn refuse_store(
+    channel: &mut Channel,
+    presentation_context: &AcceptedContext,
+    command: &Command,
+    sop_instance_uid: &str,
+    reason: strata_ingest::FailureReason,
+    comment: Option<&str>,
+) -> Result<(), DimseError> {
+    channel.read_data_set_with(|_| Ok(()))?;
+    let mut response = Command::response_to(command, command_field::C_STORE_RSP, reason.code());
+    response.put_uid(tags::AFFECTED_SOP_INSTANCE_UID, sop_instance_uid);
+    if let Some(comment) = comment {
+        response.put_text(tags::ERROR_COMMENT, dicom_core::VR::LO, comment);
+    }
+    channel.send_message(presentation_context.id, &response, None)
+}
+
 /// Receives a C-STORE data set straight into a spool file (after a Part 10 header built from
 /// the command and the presentation context), runs the ingest pipeline and answers once the
 /// instance is durable. See PS3.4 Annex B.2.3 for the statuses.
@@ -146,19 +165,14 @@ fn handle_store(
         .unwrap_or_default();
     if !context.settings.serve_storage {
         // A gateway-only process negotiates storage contexts for C-GET, but stores nothing.
-        channel.read_data_set_with(|_| Ok(()))?;
-        let mut response = Command::response_to(
+        return refuse_store(
+            channel,
+            presentation_context,
             command,
-            command_field::C_STORE_RSP,
-            strata_ingest::FailureReason::SopClassNotSupported.code(),
+            &sop_instance_uid,
+            strata_ingest::FailureReason::SopClassNotSupported,
+            Some("this process does not run the ingest role"),
         );
-        response.put_uid(tags::AFFECTED_SOP_INSTANCE_UID, &sop_instance_uid);
-        response.put_text(
-            tags::ERROR_COMMENT,
-            dicom_core::VR::LO,
-            "this process does not run the ingest role",
-        );
-        return channel.send_message(presentation_context.id, &response, None);
     }
     let mut header = Vec::with_capacity(512);
     if let Err(error) = strata_dicom::write_part10_header(
@@ -168,15 +182,15 @@ fn handle_store(
         &presentation_context.transfer_syntax,
     ) {
         // Nothing to store without the UIDs: drain the data set and refuse it.
-        channel.read_data_set_with(|_| Ok(()))?;
         info!(error = %error.reason, "c-store without usable UIDs refused");
-        let mut response = Command::response_to(
+        return refuse_store(
+            channel,
+            presentation_context,
             command,
-            command_field::C_STORE_RSP,
-            strata_ingest::FailureReason::DataSetDoesNotMatchSopClass.code(),
+            &sop_instance_uid,
+            strata_ingest::FailureReason::DataSetDoesNotMatchSopClass,
+            None,
         );
-        response.put_uid(tags::AFFECTED_SOP_INSTANCE_UID, &sop_instance_uid);
-        return channel.send_message(presentation_context.id, &response, None);
     }
 
     let (chunk_tx, mut chunk_rx) = tokio::sync::mpsc::channel::<Result<Bytes, String>>(16);
