@@ -284,35 +284,14 @@ def test_tiers_move_read_restore_and_check_fixity(
         assert metric("strata_tier_objects", 'tier="cold"') == 1
 
         # The CLI sees the same state (it opens the catalog and stores itself).
-        cli = subprocess.run(
-            [str(strata_bin), "tier", "status", "--data-dir", str(data_dir)],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        cli = run_cli(strata_bin, data_dir, env, "tier", "status")
         assert cli.returncode == 0, cli.stderr[-2000:]
         cli_counts = {tier["name"]: tier["num_objects"] for tier in json.loads(cli.stdout)["tiers"]}
         assert cli_counts["cold"] == 1 and cli_counts["archive"] == 3
-        dry_run = subprocess.run(
-            [str(strata_bin), "tier", "apply", "--dry-run", "--data-dir", str(data_dir)],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        dry_run = run_cli(strata_bin, data_dir, env, "tier", "apply", "--dry-run")
         assert dry_run.returncode == 0, dry_run.stderr[-2000:]
         assert json.loads(dry_run.stdout)["num_planned"] == 0
-        fixity_cli = subprocess.run(
-            [str(strata_bin), "fixity", "check", "--data-dir", str(data_dir)],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        fixity_cli = run_cli(strata_bin, data_dir, env, "fixity", "check")
         assert fixity_cli.returncode == 1, fixity_cli.stdout[-2000:]
         assert json.loads(fixity_cli.stdout)["failures"][0]["status"] == "mismatch"
     finally:
@@ -321,16 +300,22 @@ def test_tiers_move_read_restore_and_check_fixity(
             resources.cleanup()
 
 
-def pending_moves_offline(strata_bin: Path, data_dir: Path, env: dict[str, str]) -> int:
-    """The journal rows left behind, read by the CLI while no server runs."""
-    status = subprocess.run(
-        [str(strata_bin), "tier", "status", "--data-dir", str(data_dir)],
+def run_cli(strata_bin: Path, data_dir: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    """Runs `strata ARGS --data-dir DATA_DIR` (the admin CLI opens the catalog and stores itself)."""
+    return subprocess.run(
+        [str(strata_bin), *args, "--data-dir", str(data_dir)],
         env=env,
         capture_output=True,
         text=True,
         timeout=60,
-        check=True,
+        check=False,
     )
+
+
+def pending_moves_offline(strata_bin: Path, data_dir: Path, env: dict[str, str]) -> int:
+    """The journal rows left behind, read by the CLI while no server runs."""
+    status = run_cli(strata_bin, data_dir, env, "tier", "status")
+    status.check_returncode()
     return json.loads(status.stdout)["num_pending_moves"]
 
 

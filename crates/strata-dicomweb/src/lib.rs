@@ -111,31 +111,31 @@ pub fn router(state: DicomwebState) -> Router {
             get(bulkdata::retrieve_bulkdata),
         )
         // Rendered and thumbnail resources, WADO-URI (issue 3, rendered.rs / wado_uri.rs).
-        .route("/studies/{study}/rendered", get(rendered::study_rendered))
-        .route("/studies/{study}/thumbnail", get(rendered::study_thumbnail))
+        .route("/studies/{study}/rendered", get(rendered::rendered))
+        .route("/studies/{study}/thumbnail", get(rendered::thumbnail))
         .route(
             "/studies/{study}/series/{series}/rendered",
-            get(rendered::series_rendered),
+            get(rendered::rendered),
         )
         .route(
             "/studies/{study}/series/{series}/thumbnail",
-            get(rendered::series_thumbnail),
+            get(rendered::thumbnail),
         )
         .route(
             "/studies/{study}/series/{series}/instances/{instance}/rendered",
-            get(rendered::instance_rendered),
+            get(rendered::rendered),
         )
         .route(
             "/studies/{study}/series/{series}/instances/{instance}/thumbnail",
-            get(rendered::instance_thumbnail),
+            get(rendered::thumbnail),
         )
         .route(
             "/studies/{study}/series/{series}/instances/{instance}/frames/{frames}/rendered",
-            get(rendered::frame_rendered),
+            get(rendered::rendered),
         )
         .route(
             "/studies/{study}/series/{series}/instances/{instance}/frames/{frames}/thumbnail",
-            get(rendered::frame_thumbnail),
+            get(rendered::thumbnail),
         )
         .route("/wado", get(wado_uri::retrieve))
         .with_state(state);

@@ -31,132 +31,25 @@ enum Resource {
     Thumbnail,
 }
 
-pub(crate) async fn study_rendered(
+/// `GET …/rendered` at every level: the path parameters (study, series, instance, frames)
+/// arrive in order, as many as the route has.
+pub(crate) async fn rendered(
     State(state): State<DicomwebState>,
-    Path(study): Path<String>,
+    Path(parameters): Path<Vec<String>>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    respond(
-        state,
-        Resource::Rendered,
-        (study, None, None, None),
-        query,
-        headers,
-    )
-    .await
+    respond(state, Resource::Rendered, parameters, query, headers).await
 }
 
-pub(crate) async fn series_rendered(
+/// `GET …/thumbnail` at every level (see [`rendered`]).
+pub(crate) async fn thumbnail(
     State(state): State<DicomwebState>,
-    Path((study, series)): Path<(String, String)>,
+    Path(parameters): Path<Vec<String>>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    respond(
-        state,
-        Resource::Rendered,
-        (study, Some(series), None, None),
-        query,
-        headers,
-    )
-    .await
-}
-
-pub(crate) async fn instance_rendered(
-    State(state): State<DicomwebState>,
-    Path((study, series, instance)): Path<(String, String, String)>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-) -> Response {
-    respond(
-        state,
-        Resource::Rendered,
-        (study, Some(series), Some(instance), None),
-        query,
-        headers,
-    )
-    .await
-}
-
-pub(crate) async fn frame_rendered(
-    State(state): State<DicomwebState>,
-    Path((study, series, instance, frames)): Path<(String, String, String, String)>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-) -> Response {
-    respond(
-        state,
-        Resource::Rendered,
-        (study, Some(series), Some(instance), Some(frames)),
-        query,
-        headers,
-    )
-    .await
-}
-
-pub(crate) async fn study_thumbnail(
-    State(state): State<DicomwebState>,
-    Path(study): Path<String>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-) -> Response {
-    respond(
-        state,
-        Resource::Thumbnail,
-        (study, None, None, None),
-        query,
-        headers,
-    )
-    .await
-}
-
-pub(crate) async fn series_thumbnail(
-    State(state): State<DicomwebState>,
-    Path((study, series)): Path<(String, String)>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-) -> Response {
-    respond(
-        state,
-        Resource::Thumbnail,
-        (study, Some(series), None, None),
-        query,
-        headers,
-    )
-    .await
-}
-
-pub(crate) async fn instance_thumbnail(
-    State(state): State<DicomwebState>,
-    Path((study, series, instance)): Path<(String, String, String)>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-) -> Response {
-    respond(
-        state,
-        Resource::Thumbnail,
-        (study, Some(series), Some(instance), None),
-        query,
-        headers,
-    )
-    .await
-}
-
-pub(crate) async fn frame_thumbnail(
-    State(state): State<DicomwebState>,
-    Path((study, series, instance, frames)): Path<(String, String, String, String)>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-) -> Response {
-    respond(
-        state,
-        Resource::Thumbnail,
-        (study, Some(series), Some(instance), Some(frames)),
-        query,
-        headers,
-    )
-    .await
+    respond(state, Resource::Thumbnail, parameters, query, headers).await
 }
 
 type TargetPath = (String, Option<String>, Option<String>, Option<String>);
@@ -164,10 +57,17 @@ type TargetPath = (String, Option<String>, Option<String>, Option<String>);
 async fn respond(
     state: DicomwebState,
     resource: Resource,
-    target: TargetPath,
+    parameters: Vec<String>,
     query: Option<String>,
     headers: HeaderMap,
 ) -> Response {
+    let mut parameters = parameters.into_iter();
+    let target: TargetPath = (
+        parameters.next().unwrap_or_default(),
+        parameters.next(),
+        parameters.next(),
+        parameters.next(),
+    );
     render_resource(state, resource, target, query, headers)
         .await
         .unwrap_or_else(IntoResponse::into_response)
