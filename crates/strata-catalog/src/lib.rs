@@ -109,6 +109,16 @@ pub trait Catalog: Send + Sync + 'static {
         sop_instance_uid: Option<&SopInstanceUid>,
     ) -> CatalogResult<Vec<(InstanceLocation, String)>>;
 
+    /// Returns the location, DICOM JSON metadata and recorded pixel data layout of one
+    /// instance, read by one statement (what a frame or rendered request needs); `None` when
+    /// the instance is not in the archive.
+    async fn instance_with_layout(
+        &self,
+        study_instance_uid: &StudyUid,
+        series_instance_uid: &SeriesUid,
+        sop_instance_uid: &SopInstanceUid,
+    ) -> CatalogResult<Option<(InstanceLocation, String, Option<String>)>>;
+
     /// Returns the pixel data layout recorded for the instance (see
     /// [`InstanceRecord::pixel_data_layout`]); `None` when it has none or was stored before the
     /// layout was recorded.

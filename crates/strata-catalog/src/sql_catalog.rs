@@ -471,6 +471,37 @@ impl Catalog for SqlCatalog {
             .collect()
     }
 
+    async fn instance_with_layout(
+        &self,
+        study_instance_uid: &StudyUid,
+        series_instance_uid: &SeriesUid,
+        sop_instance_uid: &SopInstanceUid,
+    ) -> CatalogResult<Option<(InstanceLocation, String, Option<String>)>> {
+        let builder = Self::instance_selection(
+            "st.study_instance_uid, se.series_instance_uid, i.sop_instance_uid, i.sop_class_uid, \
+             i.transfer_syntax_uid, i.object_key, i.size_bytes, i.sha256, i.metadata_json, \
+             i.pixel_data_layout",
+            study_instance_uid,
+            Some(series_instance_uid),
+            Some(sop_instance_uid),
+        );
+        let row = builder
+            .build()
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|error| CatalogError::from_sqlx("read instance metadata", error))?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let layout = sqlx::Row::try_get::<Option<String>, _>(&row, "pixel_data_layout")
+            .map_err(|error| CatalogError::from_sqlx("decode a catalog row", error))?;
+        Ok(Some((
+            instance_location(&row)?,
+            rows::text(&row, "metadata_json")?,
+            layout,
+        )))
+    }
+
     async fn instance_pixel_data_layout(
         &self,
         sop_instance_uid: &SopInstanceUid,

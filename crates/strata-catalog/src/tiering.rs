@@ -171,6 +171,11 @@ pub trait TierCatalog: Send + Sync + 'static {
         study_instance_uid: &StudyUid,
     ) -> CatalogResult<Vec<ObjectPlacement>>;
 
+    /// Returns the placements of those of `object_keys` that instances refer to, in one read
+    /// per few hundred keys (a retrieval resolves all its objects up front).
+    async fn placements_of(&self, object_keys: &[ObjectKey])
+    -> CatalogResult<Vec<ObjectPlacement>>;
+
     /// Returns up to `limit` placements with an object key greater than `after`, by key.
     async fn placements_after(
         &self,

@@ -154,16 +154,18 @@ impl PixelSource {
     /// Loads the location, geometry and pixel data layout of the target instance: 404 for an
     /// unknown instance, 400 for one without pixel data.
     pub(crate) async fn load(state: &DicomwebState, target: &Target) -> Result<Self, Problem> {
-        let entries = state
+        let (Some(series), Some(instance)) = (target.series.as_ref(), target.instance.as_ref())
+        else {
+            return Err(Problem::bad_request(
+                "frames are addressed by study, series and instance".to_owned(),
+            ));
+        };
+        let found = state
             .catalog
-            .instance_metadata_with_locations(
-                &target.study,
-                target.series.as_ref(),
-                target.instance.as_ref(),
-            )
+            .instance_with_layout(&target.study, series, instance)
             .await
             .map_err(|error| Problem::unavailable(&error))?;
-        let Some((location, metadata_text)) = entries.into_iter().next() else {
+        let Some((location, metadata_text, recorded)) = found else {
             crate::wado::locations(state, target).await?;
             return Err(Problem::not_found(format!(
                 "{} is not in the archive",
@@ -185,11 +187,6 @@ impl PixelSource {
             return Err(not_an_image());
         }
         let geometry = Geometry::from_metadata(&metadata).ok_or_else(not_an_image)?;
-        let recorded = state
-            .catalog
-            .instance_pixel_data_layout(&location.sop_instance_uid)
-            .await
-            .map_err(|error| Problem::unavailable(&error))?;
         let layout = match recorded
             .as_deref()
             .and_then(PixelDataLayout::from_catalog_json)

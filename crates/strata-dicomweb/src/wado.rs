@@ -225,33 +225,47 @@ pub(crate) async fn locations(
     Ok(locations)
 }
 
-/// Streams the instances as `multipart/related; type="application/dicom"`, one object at a
-/// time from the store, never holding a whole instance in memory.
+/// Instances whose first chunk is read while an earlier one is being sent: keeps the disk (or
+/// the object store) and the socket busy at once, with at most this many chunks in memory.
+const READ_AHEAD_INSTANCES: usize = 4;
+
+/// Streams the instances as `multipart/related; type="application/dicom"`, chunk by chunk from
+/// the store, never holding a whole large instance in memory.
 fn multipart_response(state: &DicomwebState, locations: Vec<InstanceLocation>) -> Response {
     let boundary = format!("strata-{}", uuid::Uuid::new_v4().simple());
     let store = state.store.clone();
     let closing = Bytes::from(format!("--{boundary}--\r\n"));
     let part_boundary = boundary.clone();
-    let parts = futures::stream::iter(locations).flat_map(move |location| {
-        let store = store.clone();
-        let header = Bytes::from(format!(
-            "--{part_boundary}\r\nContent-Type: application/dicom; transfer-syntax={}\r\nContent-Length: {}\r\n\r\n",
-            location.transfer_syntax_uid, location.object.size_bytes
-        ));
-        let body = futures::stream::once(async move {
-            match store.get(&location.object.key).await {
-                Ok((_, stream)) => stream.map_err(std::io::Error::other).boxed(),
-                Err(error) => {
-                    tracing::error!(%error, object_key = %location.object.key, "object missing during retrieval");
-                    futures::stream::once(async move { Err(std::io::Error::other(error)) }).boxed()
-                }
+    let parts = futures::stream::iter(locations)
+        .map(move |location| {
+            let store = store.clone();
+            let header = Bytes::from(format!(
+                "--{part_boundary}\r\nContent-Type: application/dicom; transfer-syntax={}\r\nContent-Length: {}\r\n\r\n",
+                location.transfer_syntax_uid, location.object.size_bytes
+            ));
+            // Opens the object and reads its first chunk; run ahead of the part being sent.
+            async move {
+                let body = match store.get(&location.object.key).await {
+                    Ok((_, mut stream)) => {
+                        let first = stream.next().await;
+                        futures::stream::iter(first)
+                            .chain(stream)
+                            .map_err(std::io::Error::other)
+                            .boxed()
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, object_key = %location.object.key, "object missing during retrieval");
+                        futures::stream::once(async move { Err(std::io::Error::other(error)) })
+                            .boxed()
+                    }
+                };
+                futures::stream::once(async move { Ok::<Bytes, std::io::Error>(header) })
+                    .chain(body)
+                    .chain(futures::stream::once(async { Ok(Bytes::from_static(b"\r\n")) }))
             }
         })
+        .buffered(READ_AHEAD_INSTANCES)
         .flatten();
-        futures::stream::once(async move { Ok::<Bytes, std::io::Error>(header) })
-            .chain(body)
-            .chain(futures::stream::once(async { Ok(Bytes::from_static(b"\r\n")) }))
-    });
     let stream = parts.chain(futures::stream::once(async move { Ok(closing) }));
     (
         [(

@@ -4,7 +4,6 @@
 
 use std::net::TcpStream;
 
-use bytes::Bytes;
 use dicom_dictionary_std::tags;
 use dicom_ul::ServerAssociation;
 use dicom_ul::pdu::{AbortRQSource, Pdu, PresentationContextResultReason};
@@ -193,43 +192,38 @@ fn handle_store(
         );
     }
 
-    let (chunk_tx, mut chunk_rx) = tokio::sync::mpsc::channel::<Result<Bytes, String>>(16);
-    let pipeline = context.services.pipeline.clone();
+    let pipeline = &context.services.pipeline;
     let source = IngestSource {
         protocol: "c-store".to_owned(),
         calling_ae_title: Some(context.calling_ae_title.clone()),
         remote_addr: Some(context.peer_addr.to_string()),
     };
-    // The task continues the association's span (its trace reaches storage and catalog).
-    let ingest_task = context.runtime.spawn(
-        async move {
-            let stream = futures::stream::poll_fn(move |cx| chunk_rx.poll_recv(cx));
-            match pipeline.spool(stream).await {
-                Ok(spooled) => Ok(pipeline.ingest(spooled, &source, None).await),
-                Err(error) => Err(error),
-            }
-        }
-        .in_current_span(),
-    );
-    let _ = chunk_tx.blocking_send(Ok(Bytes::from(header)));
+    // The association thread may block: fragments go straight into the spool file, with no
+    // hand-off to the async runtime per PDU.
+    let settings = pipeline.settings();
+    let mut spool_result =
+        strata_ingest::SpoolWriter::create(&settings.spool_dir, settings.max_object_bytes)
+            .and_then(|mut writer| writer.write(&header).map(|()| writer));
     let received = channel.read_data_set_with(|fragment| {
-        // A closed channel means the spool already gave up (too large): keep draining the
-        // data set so that the association stays in step.
-        let _ = chunk_tx.blocking_send(Ok(Bytes::copy_from_slice(fragment)));
+        // After a failure (too large, disk full) keep draining the data set so that the
+        // association stays in step; the error is the answer.
+        if let Ok(writer) = &mut spool_result
+            && let Err(error) = writer.write(fragment)
+        {
+            spool_result = Err(error);
+        }
         Ok(())
     });
     if let Err(error) = received {
-        // The peer vanished mid-transfer: fail the spool so that nothing is stored.
-        let _ = chunk_tx.blocking_send(Err("the data set was not received completely".to_owned()));
-        drop(chunk_tx);
-        let _ = context.runtime.block_on(ingest_task);
+        // The peer vanished mid-transfer: the spool file is dropped, nothing is stored.
         return Err(error);
     }
-    drop(chunk_tx);
-    let outcome = context
-        .runtime
-        .block_on(ingest_task)
-        .map_err(|error| DimseError::internal(format!("ingest task failed: {error}")))?;
+    let outcome = match spool_result.and_then(strata_ingest::SpoolWriter::finish) {
+        Ok(spooled) => Ok(context
+            .runtime
+            .block_on(pipeline.ingest(spooled, &source, None).in_current_span())),
+        Err(error) => Err(error),
+    };
 
     let (status_code, error_comment) = match outcome {
         Ok(IngestOutcome::Stored(stored)) => {

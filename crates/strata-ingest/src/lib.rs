@@ -13,5 +13,5 @@ mod spool;
 
 pub use outcome::{FailureReason, IngestError, IngestOutcome, StoredInstance, WarningReason};
 pub use pipeline::{IngestPipeline, IngestSettings};
-pub use spool::SpooledObject;
+pub use spool::{SpoolWriter, SpooledObject};
 pub use strata_catalog::IngestSource;

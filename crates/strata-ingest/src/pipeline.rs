@@ -161,15 +161,23 @@ impl IngestPipeline {
             }
         };
 
-        match self
-            .catalog
-            .instance_sha256(&attributes.sop_instance_uid)
-            .await
-        {
+        // The duplicate check and the object write run side by side: the write is wasted only
+        // for a duplicate, and is harmless then (keys are content-addressed: the same bytes
+        // land on the same key, different bytes on another key that nothing references).
+        let key = ObjectKey::for_content(&spooled.sha256);
+        let (existing, written) = tokio::join!(
+            self.catalog.instance_sha256(&attributes.sop_instance_uid),
+            self.store
+                .put_spooled(&key, spooled.path(), &spooled.sha256)
+        );
+        match existing {
             Ok(Some(existing)) if existing == spooled.sha256 => {
                 return IngestOutcome::Stored(self.stored(&inspected, false));
             }
             Ok(Some(_)) => {
+                if written.is_ok() {
+                    self.remove_unreferenced(&key).await;
+                }
                 return refused(
                     FailureReason::DuplicateSopInstance,
                     format!(
@@ -186,13 +194,7 @@ impl IngestPipeline {
                 );
             }
         }
-
-        let key = ObjectKey::for_content(&spooled.sha256);
-        if let Err(error) = self
-            .store
-            .put_file(&key, spooled.path(), &spooled.sha256)
-            .await
-        {
+        if let Err(error) = written {
             warn!(%error, object_key = %key, "object store write failed");
             return refused(
                 FailureReason::OutOfResources,
@@ -216,9 +218,7 @@ impl IngestPipeline {
             Ok(StoreOutcome::Conflict { .. }) => {
                 // Lost a race against a different object with the same UID: ours is
                 // unreferenced, remove it (keys are content-addressed, so it is not the winner's).
-                if let Err(error) = self.store.delete(&key).await {
-                    warn!(%error, object_key = %key, "failed to remove an unreferenced object");
-                }
+                self.remove_unreferenced(&key).await;
                 refused(
                     FailureReason::DuplicateSopInstance,
                     format!(
@@ -235,6 +235,14 @@ impl IngestPipeline {
                     "the catalog is unavailable".to_owned(),
                 )
             }
+        }
+    }
+
+    /// Removes an object this ingest wrote for an instance the catalog refused (another
+    /// object holds its SOP Instance UID). Its key is content-addressed, so no row refers to it.
+    async fn remove_unreferenced(&self, key: &ObjectKey) {
+        if let Err(error) = self.store.delete(key).await {
+            warn!(%error, object_key = %key, "failed to remove an unreferenced object");
         }
     }
 
@@ -296,8 +304,9 @@ impl IngestPipeline {
                     }
                     hasher.write_all(&buffer[..read])?;
                 }
+                // Not fsynced: the spool is scratch space; the object store makes the
+                // object durable.
                 hasher.inner.flush()?;
-                hasher.inner.get_ref().sync_all()?;
                 Ok((hasher.written, hex::encode(hasher.hasher.finalize())))
             })
             .await

@@ -38,7 +38,7 @@ impl SpooledObject {
         let file = tokio::fs::File::create(&temp_path)
             .await
             .map_err(IngestError::Spool)?;
-        let mut writer = tokio::io::BufWriter::with_capacity(256 * 1024, file);
+        let mut writer = tokio::io::BufWriter::with_capacity(SPOOL_BUFFER_BYTES, file);
         let mut hasher = Sha256::new();
         let mut size_bytes = 0u64;
         let mut body = std::pin::pin!(body);
@@ -81,6 +81,65 @@ impl SpooledObject {
         }
     }
 }
+
+/// Writes a received object into the spool from a blocking thread, hashing it as it goes:
+/// the DIMSE listener, whose association threads already block, writes each received
+/// fragment directly instead of handing it to the async runtime.
+pub struct SpoolWriter {
+    writer: std::io::BufWriter<std::fs::File>,
+    file: tempfile::TempPath,
+    hasher: Sha256,
+    size_bytes: u64,
+    max_bytes: u64,
+}
+
+impl SpoolWriter {
+    /// Creates a new spool file under `spool_dir` that refuses more than `max_bytes`.
+    pub fn create(spool_dir: &Path, max_bytes: u64) -> Result<Self, IngestError> {
+        std::fs::create_dir_all(spool_dir).map_err(IngestError::Spool)?;
+        let (file, path) = tempfile::Builder::new()
+            .prefix("recv-")
+            .suffix(".dcm")
+            .tempfile_in(spool_dir)
+            .map_err(IngestError::Spool)?
+            .into_parts();
+        Ok(Self {
+            writer: std::io::BufWriter::with_capacity(SPOOL_BUFFER_BYTES, file),
+            file: path,
+            hasher: Sha256::new(),
+            size_bytes: 0,
+            max_bytes,
+        })
+    }
+
+    /// Appends `bytes`; fails with `TooLarge` once the object exceeds the limit.
+    pub fn write(&mut self, bytes: &[u8]) -> Result<(), IngestError> {
+        use std::io::Write;
+        self.size_bytes += bytes.len() as u64;
+        if self.size_bytes > self.max_bytes {
+            return Err(IngestError::TooLarge {
+                limit: self.max_bytes,
+            });
+        }
+        self.hasher.update(bytes);
+        self.writer.write_all(bytes).map_err(IngestError::Spool)
+    }
+
+    /// Flushes the file and returns the spooled object.
+    pub fn finish(self) -> Result<SpooledObject, IngestError> {
+        use std::io::Write;
+        let mut writer = self.writer;
+        writer.flush().map_err(IngestError::Spool)?;
+        Ok(SpooledObject {
+            file: self.file,
+            size_bytes: self.size_bytes,
+            sha256: hex::encode(self.hasher.finalize()),
+        })
+    }
+}
+
+/// Write buffer of a spool file: large writes, few system calls.
+const SPOOL_BUFFER_BYTES: usize = 256 * 1024;
 
 /// Reserves a new unique path in the spool directory; the file is deleted on drop.
 pub(crate) async fn new_spool_path(spool_dir: &Path) -> Result<tempfile::TempPath, IngestError> {

@@ -135,6 +135,13 @@ pub async fn start_node(config: NodeConfig) -> anyhow::Result<RunningNode> {
         storage = %store.describe(),
         "node ready http_addr={http_addr}"
     );
+    // Nagle's algorithm would hold the last small segment of a response until the client's
+    // delayed ACK (40 ms): responses are written whole, so send segments at once.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |stream| {
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "failed to set TCP_NODELAY");
+        }
+    });
     let task = tokio::spawn(async move {
         axum::serve(
             listener,

@@ -31,6 +31,19 @@ pub trait BlobStore: Send + Sync + 'static {
     /// key stays as it was).
     async fn put_file(&self, key: &ObjectKey, path: &Path, sha256_hex: &str) -> StorageResult<()>;
 
+    /// Like [`BlobStore::put_file`] for a file the caller owns and has just written itself,
+    /// hashing it as it went (the ingest spool): the hash is trusted rather than recomputed,
+    /// and a local store may move the file into place instead of copying it. The file must
+    /// not change afterwards. The default copies it with `put_file`.
+    async fn put_spooled(
+        &self,
+        key: &ObjectKey,
+        path: &Path,
+        sha256_hex: &str,
+    ) -> StorageResult<()> {
+        self.put_file(key, path, sha256_hex).await
+    }
+
     /// Returns the size of the object and a stream of its bytes. `NotFound` if absent.
     async fn get(&self, key: &ObjectKey) -> StorageResult<(u64, ByteStream)>;
 

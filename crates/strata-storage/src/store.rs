@@ -18,7 +18,7 @@ use crate::blob_store::{BlobStore, ByteStream, ObjectMeta};
 use crate::error::{StorageError, StorageErrorKind, StorageResult};
 
 /// Size of the chunks streamed from a local object file.
-const LOCAL_READ_CHUNK_BYTES: u64 = 256 * 1024;
+const LOCAL_READ_CHUNK_BYTES: u64 = 1024 * 1024;
 
 /// A [`BlobStore`] over an `object_store` backend: a local directory, memory or an
 /// S3-compatible bucket (see [`ObjectStoreBlobStore::s3`]).
@@ -27,6 +27,8 @@ const LOCAL_READ_CHUNK_BYTES: u64 = 256 * 1024;
 #[derive(Debug, Clone)]
 pub struct ObjectStoreBlobStore {
     store: Arc<dyn ObjectStore>,
+    /// The local backend, for uploads that move a file into place instead of copying it.
+    local_opt: Option<Arc<LocalFileSystem>>,
     record_sha256: bool,
     description: String,
 }
@@ -34,9 +36,11 @@ pub struct ObjectStoreBlobStore {
 impl ObjectStoreBlobStore {
     /// Opens a store in the local directory `root_dir`, creating it if missing.
     ///
-    /// Objects are files under `root_dir`. Each upload is written to a temporary file next to its
-    /// destination, fsynced and renamed into place, so an object is never partially visible
-    /// and survives a crash once `put_file` returns. Directories left empty by a delete are
+    /// Objects are files under `root_dir`. An upload from a file on the same filesystem (the
+    /// ingest spool) is fsynced and hard-linked into place, then its directory fsynced: the
+    /// bytes are written once, never copied. Any other upload is written to a temporary file
+    /// next to its destination, fsynced and renamed into place. Either way an object is never
+    /// partially visible and survives a crash once `put_file` returns. Directories left empty by a delete are
     /// removed. The sha256 is not recorded: the local backend keeps no object metadata.
     pub fn local(root_dir: impl AsRef<FsPath>) -> StorageResult<Self> {
         let root = root_dir.as_ref();
@@ -48,8 +52,10 @@ impl ObjectStoreBlobStore {
             .map_err(|error| StorageError::from_object_store(error, context(), None))?
             .with_fsync(true)
             .with_automatic_cleanup(true);
+        let store = Arc::new(store);
         Ok(Self {
-            store: Arc::new(store),
+            local_opt: Some(store.clone()),
+            store,
             record_sha256: false,
             description: format!("file://{}", canonical_root.display()),
         })
@@ -59,6 +65,7 @@ impl ObjectStoreBlobStore {
     pub fn ram() -> Self {
         Self {
             store: Arc::new(InMemory::new()),
+            local_opt: None,
             record_sha256: true,
             description: "ram://".to_owned(),
         }
@@ -74,6 +81,7 @@ impl ObjectStoreBlobStore {
     ) -> Self {
         Self {
             store,
+            local_opt: None,
             record_sha256,
             description: description.into(),
         }
@@ -86,6 +94,10 @@ impl ObjectStoreBlobStore {
 
     pub(crate) fn store(&self) -> &dyn ObjectStore {
         self.store.as_ref()
+    }
+
+    pub(crate) fn local_backend(&self) -> Option<&LocalFileSystem> {
+        self.local_opt.as_deref()
     }
 
     pub(crate) fn record_sha256(&self) -> bool {
@@ -118,6 +130,18 @@ impl BlobStore for ObjectStoreBlobStore {
         sha256_hex: &str,
     ) -> StorageResult<()> {
         crate::upload::put_file(self, key, path, sha256_hex)
+            .await
+            .inspect_err(count_error("put"))
+    }
+
+    #[tracing::instrument(name = "storage.put", skip_all, fields(object_key = %key))]
+    async fn put_spooled(
+        &self,
+        key: &ObjectKey,
+        path: &FsPath,
+        sha256_hex: &str,
+    ) -> StorageResult<()> {
+        crate::upload::put_spooled(self, key, path, sha256_hex)
             .await
             .inspect_err(count_error("put"))
     }
@@ -295,8 +319,15 @@ fn local_file_stream(file: std::fs::File, range: Range<u64>, key: ObjectKey) -> 
                     state.seeked = true;
                 }
                 let num_bytes = (state.end - state.position).min(LOCAL_READ_CHUNK_BYTES);
-                let mut buffer = vec![0u8; num_bytes as usize];
-                state.file.read_exact(&mut buffer)?;
+                // `read_to_end` fills spare capacity without zeroing it first.
+                let mut buffer = Vec::with_capacity(num_bytes as usize);
+                (&mut state.file).take(num_bytes).read_to_end(&mut buffer)?;
+                if buffer.len() as u64 != num_bytes {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "object shorter than its size",
+                    ));
+                }
                 state.position += num_bytes;
                 Ok::<_, std::io::Error>((Bytes::from(buffer), state))
             })

@@ -99,6 +99,98 @@ pub(crate) async fn put_file(
     Ok(())
 }
 
+/// `put_spooled` for every backend: a local store links the file into place (one write of
+/// the bytes, two fsyncs: file and directory); other stores, or a spool on another
+/// filesystem, copy it with [`put_file`].
+pub(crate) async fn put_spooled(
+    blob_store: &ObjectStoreBlobStore,
+    key: &ObjectKey,
+    path: &FsPath,
+    sha256_hex: &str,
+) -> StorageResult<()> {
+    let Some(local) = blob_store.local_backend() else {
+        return put_file(blob_store, key, path, sha256_hex).await;
+    };
+    let location = object_path(key)?;
+    let target = local
+        .path_to_filesystem(&location)
+        .map_err(|error| StorageError::from_object_store(error, CONTEXT, Some(key)))?;
+    let source = path.to_path_buf();
+    let linked = tokio::task::spawn_blocking(move || link_into_place(&source, &target))
+        .await
+        .map_err(|error| {
+            StorageError::new(StorageErrorKind::Io, CONTEXT)
+                .with_key(key)
+                .with_source(std::io::Error::other(error))
+        })?;
+    match linked {
+        Ok(()) => {
+            debug!(key = %key, "object linked into place");
+            Ok(())
+        }
+        // Another filesystem, or one without hard links: copy instead.
+        Err(error)
+            if matches!(
+                error.kind(),
+                ErrorKind::CrossesDevices | ErrorKind::PermissionDenied | ErrorKind::Unsupported
+            ) =>
+        {
+            debug!(key = %key, %error, "cannot link the spool file into place; copying it");
+            put_file(blob_store, key, path, sha256_hex).await
+        }
+        Err(error) => Err(StorageError::from_io(error, CONTEXT.to_owned()).with_key(key)),
+    }
+}
+
+/// Makes `source` durable and visible at `target`: fsync the file, create the directories
+/// (fsyncing the parent of each one created), hard-link, fsync the directory. An existing
+/// `target` is the same object (keys are content-addressed) and is kept.
+fn link_into_place(source: &FsPath, target: &FsPath) -> std::io::Result<()> {
+    File::open(source)?.sync_all()?;
+    let directory = target
+        .parent()
+        .ok_or_else(|| std::io::Error::other("object path without a directory"))?;
+    // A concurrent delete may remove a directory it left empty between our creating it and
+    // linking into it: try again.
+    let mut attempts_left = 3;
+    loop {
+        create_dir_all_durable(directory)?;
+        match std::fs::hard_link(source, target) {
+            Ok(()) => break,
+            Err(error) if error.kind() == ErrorKind::AlreadyExists => return Ok(()),
+            Err(error) if error.kind() == ErrorKind::NotFound && attempts_left > 0 => {
+                attempts_left -= 1;
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    File::open(directory)?.sync_all()
+}
+
+/// `create_dir_all` that also fsyncs the parent of every directory it creates, so that the
+/// new directories survive a crash.
+fn create_dir_all_durable(directory: &FsPath) -> std::io::Result<()> {
+    if directory.is_dir() {
+        return Ok(());
+    }
+    let mut missing: Vec<&FsPath> = Vec::new();
+    let mut current = Some(directory);
+    while let Some(candidate) = current {
+        if candidate.is_dir() {
+            break;
+        }
+        missing.push(candidate);
+        current = candidate.parent();
+    }
+    std::fs::create_dir_all(directory)?;
+    for created in missing.iter().rev() {
+        if let Some(parent) = created.parent() {
+            File::open(parent)?.sync_all()?;
+        }
+    }
+    Ok(())
+}
+
 /// Reads the file part by part into `writer`, which uploads up to `MAX_CONCURRENT_PARTS`
 /// parts while the next one is read, then checks the sha256 (before completion, so a mismatch
 /// leaves nothing visible).

@@ -150,6 +150,56 @@ impl TieredStore {
         Ok(resolved)
     }
 
+    /// Resolves the tiers of every key not cached in one catalog read per few hundred keys,
+    /// so that a retrieval of a whole study does not ask the catalog once per object.
+    async fn resolve_all(&self, keys: &[ObjectKey]) -> StorageResult<()> {
+        if keys.len() < 2 {
+            return Ok(());
+        }
+        let missing: Vec<ObjectKey> = {
+            let cache = self
+                .cache
+                .lock()
+                .expect("tier cache lock is never poisoned");
+            keys.iter()
+                .filter(|key| {
+                    cache
+                        .get(*key)
+                        .is_none_or(|cached| cached.resolved_at.elapsed() >= TIER_CACHE_TTL)
+                })
+                .cloned()
+                .collect()
+        };
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let placements = self
+            .catalog
+            .placements_of(&missing)
+            .await
+            .map_err(|error| catalog_error(error, &missing[0]))?;
+        let resolved_at = Instant::now();
+        let mut cache = self
+            .cache
+            .lock()
+            .expect("tier cache lock is never poisoned");
+        if cache.len() + placements.len() > TIER_CACHE_MAX_ENTRIES {
+            cache.clear();
+        }
+        // Keys without an instance are left to `resolve`, which reports them one by one.
+        for placement in placements {
+            cache.insert(
+                placement.object_key,
+                CachedTier {
+                    tier: placement.tier,
+                    study_opt: Some(placement.study_instance_uid),
+                    resolved_at,
+                },
+            );
+        }
+        Ok(())
+    }
+
     /// Forgets the cached tier of `key` (after a move of it).
     pub fn invalidate(&self, key: &ObjectKey) {
         self.cache
@@ -281,6 +331,16 @@ impl TieredStore {
         .with_key(key)
     }
 
+    /// The tier a write of `key` goes to: its current tier, `hot` for a new object. With `hot`
+    /// as the only tier, no catalog lookup is needed.
+    async fn write_tier(&self, key: &ObjectKey) -> StorageResult<&Arc<Tier>> {
+        if self.tiers.iter().nth(1).is_none() {
+            return Ok(self.tiers.hot());
+        }
+        let resolved = self.resolve(key, true).await?;
+        self.tiers.get(&resolved.tier)
+    }
+
     /// Runs `read` on the object's tier; when the object is missing there, resolves the tier
     /// again (a move may have committed) and retries once on the new tier.
     async fn read_with<T, F, Fut>(&self, key: &ObjectKey, read: F) -> StorageResult<T>
@@ -312,8 +372,7 @@ impl TieredStore {
 #[async_trait]
 impl BlobStore for TieredStore {
     async fn put_file(&self, key: &ObjectKey, path: &Path, sha256_hex: &str) -> StorageResult<()> {
-        let resolved = self.resolve(key, true).await?;
-        let tier = self.tiers.get(&resolved.tier)?;
+        let tier = self.write_tier(key).await?;
         if tier.archive_opt.is_none() {
             return tier
                 .store
@@ -333,6 +392,23 @@ impl BlobStore for TieredStore {
             })?
             .len();
         tier.put_file(key, path, sha256_hex, num_bytes).await
+    }
+
+    async fn put_spooled(
+        &self,
+        key: &ObjectKey,
+        path: &Path,
+        sha256_hex: &str,
+    ) -> StorageResult<()> {
+        let tier = self.write_tier(key).await?;
+        if tier.archive_opt.is_some() {
+            return self.put_file(key, path, sha256_hex).await;
+        }
+        tier.store.put_spooled(key, path, sha256_hex).await?;
+        match &tier.replica_opt {
+            Some(replica) => replica.put_file(key, path, sha256_hex).await,
+            None => Ok(()),
+        }
     }
 
     async fn get(&self, key: &ObjectKey) -> StorageResult<(u64, ByteStream)> {
@@ -395,6 +471,7 @@ impl BlobStore for TieredStore {
     /// Starts the restore of every archived object among `keys` and fails with
     /// `RestoreRequired` when any is archived or still restoring.
     async fn check_readable(&self, keys: &[ObjectKey]) -> StorageResult<()> {
+        self.resolve_all(keys).await?;
         let mut num_restoring = 0usize;
         for key in keys {
             let resolved = self.resolve(key, false).await?;

@@ -202,6 +202,31 @@ impl TierCatalog for SqlCatalog {
         found_rows.iter().map(placement).collect()
     }
 
+    async fn placements_of(
+        &self,
+        object_keys: &[ObjectKey],
+    ) -> CatalogResult<Vec<ObjectPlacement>> {
+        /// Bound parameters per statement, well under SQLite's and PostgreSQL's limits.
+        const KEYS_PER_QUERY: usize = 500;
+        let mut placements = Vec::with_capacity(object_keys.len());
+        for keys in object_keys.chunks(KEYS_PER_QUERY) {
+            let mut builder = super::builder::SqlBuilder::new(&format!(
+                "{PLACEMENT_SELECT} WHERE i.object_key IN "
+            ));
+            builder.push_bind_list(keys.iter().map(ObjectKey::as_str));
+            builder.push(" GROUP BY i.object_key");
+            let found_rows = builder
+                .build()
+                .fetch_all(&self.pool)
+                .await
+                .map_err(sql_error("read object placements"))?;
+            for row in &found_rows {
+                placements.push(placement(row)?);
+            }
+        }
+        Ok(placements)
+    }
+
     async fn placements_after(
         &self,
         after: Option<&ObjectKey>,
