@@ -8,6 +8,7 @@ use strata_config::NodeConfig;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+mod allocator;
 mod dimse_cli;
 mod search_cli;
 mod tier_cli;
@@ -120,6 +121,8 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    // Before any thread exists.
+    allocator::cap_malloc_arenas();
     let cli = Cli::parse();
     let mut telemetry_config = strata_telemetry::TelemetryConfig::new("strata");
     telemetry_config.log_format = match cli.log_format {
