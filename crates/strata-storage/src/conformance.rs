@@ -24,6 +24,7 @@ pub async fn run_conformance_suite(store: &dyn BlobStore) {
     check_empty_object(store, scratch_dir).await;
     check_large_object_round_trip(store, scratch_dir).await;
     check_overwrite_with_same_content(store, scratch_dir).await;
+    check_put_spooled(store, scratch_dir).await;
     check_delete_is_idempotent(store, scratch_dir).await;
     check_missing_object(store).await;
     check_range_past_end_fails(store, scratch_dir).await;
@@ -149,6 +150,34 @@ pub async fn check_overwrite_with_same_content(store: &dyn BlobStore, scratch_di
     assert_eq!(get_all(store, &key).await, content);
     let listed = store.list("conformance/overwrite/").await.expect("list");
     assert_eq!(listed.len(), 1, "an overwrite left {listed:?}");
+    delete_all(store, &[key]).await;
+}
+
+/// `put_spooled` stores the file's bytes, which stay readable after the caller removes its
+/// file (a local store links it into place), and storing the same bytes again is harmless.
+pub async fn check_put_spooled(store: &dyn BlobStore, scratch_dir: &Path) {
+    let key = ObjectKey::from_stored("conformance/spooled/linked.dcm");
+    let content = pseudo_random_bytes(300_000, 11);
+    let sha256_hex = hex::encode(Sha256::digest(&content));
+    for attempt in 0..2 {
+        let source = write_source(scratch_dir, "spooled.bin", &content).await;
+        store
+            .put_spooled(&key, &source, &sha256_hex)
+            .await
+            .unwrap_or_else(|error| panic!("put_spooled {key} (attempt {attempt}): {error:?}"));
+        tokio::fs::remove_file(&source)
+            .await
+            .expect("remove spooled file");
+        assert_eq!(
+            get_all(store, &key).await,
+            content,
+            "object after put_spooled (attempt {attempt})"
+        );
+    }
+    let range = store.get_range(&key, 1000..1010).await.expect("get_range");
+    assert_eq!(&range[..], &content[1000..1010]);
+    let listed = store.list("conformance/spooled/").await.expect("list");
+    assert_eq!(listed.len(), 1, "put_spooled twice left {listed:?}");
     delete_all(store, &[key]).await;
 }
 

@@ -2,9 +2,9 @@
 //! local directory, in-memory and S3-compatible backends.
 //!
 //! Owns how bytes reach durable storage; knows nothing of DICOM or the catalog. An object is
-//! never partially visible: it is written whole (local: temp file + rename; S3: single PUT or a
-//! completed multipart upload) before `put_file` returns. Correctness never relies on
-//! conditional PUT: uniqueness is the catalog's job.
+//! never partially visible: it is written whole (local: temp file + rename, or a spooled file
+//! hard-linked into place; S3: single PUT or a completed multipart upload) before `put_file`
+//! returns. Correctness never relies on conditional PUT: uniqueness is the catalog's job.
 //!
 //! Depends on `strata-types` and `strata-config` only, never on the catalog or ingest.
 //! Feature `testsuite` adds [`conformance`] (the suite every backend passes) and
