@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks Strata and Orthanc side by side on this machine, in one command:
 #
-#   bash benches/run.sh            # full run (about an hour), writes docs/benchmarks.md
+#   bash benches/run.sh            # full run (about 40 minutes), writes docs/benchmarks.md
 #   bash benches/run.sh --smoke    # a few hundred instances, Strata only (what CI runs)
 #   bash benches/run.sh --no-large-query --mixed-seconds 0   # skip the long query and memory phases
 #
@@ -10,6 +10,7 @@
 # scenarios against both, alternating, and renders medians, spreads and ratios.
 set -euo pipefail
 
+ARGS=$(printf ' %s' "$@")
 MODE=full
 RUNS=3
 NO_LARGE_QUERY=0
@@ -212,24 +213,33 @@ done
 
 TABLE=$("$BENCH" report "$RESULTS")
 if [[ -n $OUTPUT ]]; then
+  SECTION="$WORK/section.md"
   {
-    echo "# Benchmarks"
+    echo "## Run of $(date -u '+%Y-%m-%d, %H:%M') UTC (\`bash benches/run.sh$ARGS\`)"
     echo
-    echo "Produced by \`bash benches/run.sh\` on $(date -u +%Y-%m-%d) at commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)."
+    echo "Commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' with local changes')."
     echo "Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'))," \
       "$(free -g | awk '/^Mem:/ { print $2 }') GiB memory, $(uname -sr)."
-    echo "Strata $(git describe --always 2>/dev/null) release build, embedded defaults (SQLite + local directory);" \
+    echo "Strata release build, embedded defaults (SQLite + local directory);" \
       "Orthanc $(dpkg-query -W -f '${Version}' orthanc 2>/dev/null || echo '?') with DICOMweb plugin" \
       "$(dpkg-query -W -f '${Version}' orthanc-dicomweb 2>/dev/null || echo '?'), SQLite index, TCP_NODELAY=1."
     echo "Runs per scenario: $RUNS (query and mixed-load scenarios: 1), alternating between the archives;" \
       "query scale: $STUDIES_SMALL studies$( ((STUDIES_LARGE)) && echo " and $STUDIES_LARGE"); mixed load: $MIXED_SECONDS s."
     echo
     echo "$TABLE"
-    if [[ -f docs/benchmarks-notes.md ]]; then
-      echo
-      cat docs/benchmarks-notes.md
-    fi
-  } >"$OUTPUT"
+  } >"$SECTION"
+  # A new run goes on top of the earlier ones (and the hand-written analysis around them)
+  # below the marker line; a file without the marker is replaced by the new run alone.
+  MARKER='<!-- benches/run.sh inserts new runs below this line -->'
+  if [[ -f $OUTPUT ]] && grep -qF -- "$MARKER" "$OUTPUT"; then
+    awk -v marker="$MARKER" -v section="$SECTION" '
+      { print }
+      $0 == marker { print ""; while ((getline line < section) > 0) print line; print "" }
+    ' "$OUTPUT" >"$WORK/output.md"
+    cp "$WORK/output.md" "$OUTPUT"
+  else
+    { echo "# Benchmarks"; echo; echo "$MARKER"; echo; cat "$SECTION"; } >"$OUTPUT"
+  fi
   log "wrote $OUTPUT"
 fi
 echo "$TABLE"

@@ -214,10 +214,9 @@ fn handle_store(
         }
         Ok(())
     });
-    if let Err(error) = received {
-        // The peer vanished mid-transfer: the spool file is dropped, nothing is stored.
-        return Err(error);
-    }
+    // A peer that vanished mid-transfer ends the association here; the spool file is
+    // dropped, nothing is stored.
+    received?;
     let outcome = match spool_result.and_then(strata_ingest::SpoolWriter::finish) {
         Ok(spooled) => Ok(context
             .runtime
