@@ -44,6 +44,11 @@ pub(crate) enum Engine {
 /// Pragmas every SQLite connection runs first. `busy_timeout` comes first so the others wait
 /// for a lock instead of failing; WAL lets readers run beside the writer; `synchronous = FULL`
 /// syncs the WAL on every commit, so a committed instance survives a power cut.
+/// The columns `instance_location` reads, for `instance_selection`.
+const LOCATION_COLUMNS: &str = "st.study_instance_uid, se.series_instance_uid, \
+     i.sop_instance_uid, i.sop_class_uid, i.transfer_syntax_uid, i.object_key, i.size_bytes, \
+     i.sha256";
+
 const SQLITE_CONNECTION_PRAGMAS: &str = "PRAGMA busy_timeout = 30000; \
      PRAGMA journal_mode = WAL; \
      PRAGMA synchronous = FULL; \
@@ -344,8 +349,7 @@ impl Catalog for SqlCatalog {
         sop_instance_uid: Option<&SopInstanceUid>,
     ) -> CatalogResult<Vec<InstanceLocation>> {
         let builder = Self::instance_selection(
-            "st.study_instance_uid, se.series_instance_uid, i.sop_instance_uid, i.sop_class_uid, \
-             i.transfer_syntax_uid, i.object_key, i.size_bytes, i.sha256",
+            LOCATION_COLUMNS,
             study_instance_uid,
             series_instance_uid,
             sop_instance_uid,
@@ -454,8 +458,7 @@ impl Catalog for SqlCatalog {
         sop_instance_uid: Option<&SopInstanceUid>,
     ) -> CatalogResult<Vec<(InstanceLocation, String)>> {
         let builder = Self::instance_selection(
-            "st.study_instance_uid, se.series_instance_uid, i.sop_instance_uid, i.sop_class_uid, \
-             i.transfer_syntax_uid, i.object_key, i.size_bytes, i.sha256, i.metadata_json",
+            &format!("{LOCATION_COLUMNS}, i.metadata_json"),
             study_instance_uid,
             series_instance_uid,
             sop_instance_uid,
@@ -478,9 +481,7 @@ impl Catalog for SqlCatalog {
         sop_instance_uid: &SopInstanceUid,
     ) -> CatalogResult<Option<(InstanceLocation, String, Option<String>)>> {
         let builder = Self::instance_selection(
-            "st.study_instance_uid, se.series_instance_uid, i.sop_instance_uid, i.sop_class_uid, \
-             i.transfer_syntax_uid, i.object_key, i.size_bytes, i.sha256, i.metadata_json, \
-             i.pixel_data_layout",
+            &format!("{LOCATION_COLUMNS}, i.metadata_json, i.pixel_data_layout"),
             study_instance_uid,
             Some(series_instance_uid),
             Some(sop_instance_uid),
