@@ -474,6 +474,7 @@ impl Catalog for SqlCatalog {
             .collect()
     }
 
+    #[tracing::instrument(name = "catalog.instance_with_layout", skip_all)]
     async fn instance_with_layout(
         &self,
         study_instance_uid: &StudyUid,

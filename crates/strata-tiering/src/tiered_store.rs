@@ -118,16 +118,8 @@ impl TieredStore {
 
     /// Resolves the tier of `key`, from the cache unless `fresh`.
     async fn resolve(&self, key: &ObjectKey, fresh: bool) -> StorageResult<CachedTier> {
-        if !fresh {
-            let cache = self
-                .cache
-                .lock()
-                .expect("tier cache lock is never poisoned");
-            if let Some(cached) = cache.get(key)
-                && cached.resolved_at.elapsed() < TIER_CACHE_TTL
-            {
-                return Ok(cached.clone());
-            }
+        if !fresh && let Some(cached) = self.cached(key) {
+            return Ok(cached);
         }
         let object_tier = self
             .catalog
@@ -139,15 +131,31 @@ impl TieredStore {
             study_opt: object_tier.study_instance_uid,
             resolved_at: Instant::now(),
         };
+        self.remember([(key.clone(), resolved.clone())]);
+        Ok(resolved)
+    }
+
+    /// The cached tier of `key`, unless missing or older than `TIER_CACHE_TTL`.
+    fn cached(&self, key: &ObjectKey) -> Option<CachedTier> {
+        self.cache
+            .lock()
+            .expect("tier cache lock is never poisoned")
+            .get(key)
+            .filter(|cached| cached.resolved_at.elapsed() < TIER_CACHE_TTL)
+            .cloned()
+    }
+
+    /// Caches resolved tiers; the cache is cleared first when they would overfill it.
+    fn remember(&self, resolved: impl IntoIterator<Item = (ObjectKey, CachedTier)>) {
+        let resolved: Vec<(ObjectKey, CachedTier)> = resolved.into_iter().collect();
         let mut cache = self
             .cache
             .lock()
             .expect("tier cache lock is never poisoned");
-        if cache.len() >= TIER_CACHE_MAX_ENTRIES {
+        if cache.len() + resolved.len() > TIER_CACHE_MAX_ENTRIES {
             cache.clear();
         }
-        cache.insert(key.clone(), resolved.clone());
-        Ok(resolved)
+        cache.extend(resolved);
     }
 
     /// Resolves the tiers of every key not cached in one catalog read per few hundred keys,
@@ -156,20 +164,11 @@ impl TieredStore {
         if keys.len() < 2 {
             return Ok(());
         }
-        let missing: Vec<ObjectKey> = {
-            let cache = self
-                .cache
-                .lock()
-                .expect("tier cache lock is never poisoned");
-            keys.iter()
-                .filter(|key| {
-                    cache
-                        .get(*key)
-                        .is_none_or(|cached| cached.resolved_at.elapsed() >= TIER_CACHE_TTL)
-                })
-                .cloned()
-                .collect()
-        };
+        let missing: Vec<ObjectKey> = keys
+            .iter()
+            .filter(|key| self.cached(key).is_none())
+            .cloned()
+            .collect();
         if missing.is_empty() {
             return Ok(());
         }
@@ -179,24 +178,15 @@ impl TieredStore {
             .await
             .map_err(|error| catalog_error(error, &missing[0]))?;
         let resolved_at = Instant::now();
-        let mut cache = self
-            .cache
-            .lock()
-            .expect("tier cache lock is never poisoned");
-        if cache.len() + placements.len() > TIER_CACHE_MAX_ENTRIES {
-            cache.clear();
-        }
         // Keys without an instance are left to `resolve`, which reports them one by one.
-        for placement in placements {
-            cache.insert(
-                placement.object_key,
-                CachedTier {
-                    tier: placement.tier,
-                    study_opt: Some(placement.study_instance_uid),
-                    resolved_at,
-                },
-            );
-        }
+        self.remember(placements.into_iter().map(|placement| {
+            let cached = CachedTier {
+                tier: placement.tier,
+                study_opt: Some(placement.study_instance_uid),
+                resolved_at,
+            };
+            (placement.object_key, cached)
+        }));
         Ok(())
     }
 
