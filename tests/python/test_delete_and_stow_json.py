@@ -148,8 +148,15 @@ def test_delete_instance_series_and_study(deletable_archive: Archive) -> None:
     client.store_instances([*datasets, other_study])
     assert len(instance_uids(deletable_archive, study_uid)) == 3
 
-    # One instance: 204 with no body, gone from QIDO and WADO, counts follow.
+    # One instance: 204 with no body, gone from QIDO and WADO (frames too, though the archive
+    # has just served one: its cache of frame sources must forget the instance), counts follow.
     first = datasets[0]
+    frame_url = (
+        f"{deletable_archive.dicomweb_url}/studies/{study_uid}/series/{first_series}"
+        f"/instances/{first.SOPInstanceUID}/frames/1"
+    )
+    frame_accept = {"accept": 'multipart/related; type="application/octet-stream"; transfer-syntax=*'}
+    assert requests.get(frame_url, headers=frame_accept, timeout=HTTP_TIMEOUT).status_code == 200
     response = delete(deletable_archive, f"/studies/{study_uid}/series/{first_series}/instances/{first.SOPInstanceUID}")
     assert response.status_code == 204, response.text
     assert response.content == b""
@@ -160,6 +167,7 @@ def test_delete_instance_series_and_study(deletable_archive: Archive) -> None:
         timeout=HTTP_TIMEOUT,
     )
     assert gone.status_code == 404
+    assert requests.get(frame_url, headers=frame_accept, timeout=HTTP_TIMEOUT).status_code == 404
     studies = client.search_for_studies(search_filters={"StudyInstanceUID": study_uid})
     assert studies[0][e2e_support.TAG_NUMBER_OF_STUDY_RELATED_INSTANCES]["Value"] == [2]
     assert studies[0][e2e_support.TAG_NUMBER_OF_STUDY_RELATED_SERIES]["Value"] == [2]
@@ -193,6 +201,9 @@ def test_delete_instance_series_and_study(deletable_archive: Archive) -> None:
     client.store_instances([first])
     retrieved = client.retrieve_instance(study_uid, first_series, first.SOPInstanceUID)
     assert retrieved.PixelData == first.PixelData
+    frame = requests.get(frame_url, headers=frame_accept, timeout=HTTP_TIMEOUT)
+    assert frame.status_code == 200
+    assert bytes(first.PixelData) in frame.content
 
 
 def test_delete_of_a_study_under_legal_hold_is_409(deletable_archive: Archive) -> None:

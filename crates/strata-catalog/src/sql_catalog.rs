@@ -110,6 +110,10 @@ impl SqlCatalog {
             CatalogUri::Sqlite { path } => {
                 let sqlite_url = prepare_sqlite_url(&path).await?;
                 let pool = pool_options
+                    // A connection to a local file cannot be dropped by a server, and the
+                    // ping sqlx sends before every acquire is a round trip to the driver's
+                    // worker thread: one more thread hand-off on every catalog call.
+                    .test_before_acquire(false)
                     .after_connect(|connection, _metadata| {
                         Box::pin(async move {
                             connection.execute(SQLITE_CONNECTION_PRAGMAS).await?;

@@ -105,7 +105,7 @@ async fn pixel_data(
     target: &Target,
     headers: &HeaderMap,
 ) -> Result<Response, Problem> {
-    let source = PixelSource::load(state, target).await?;
+    let source = PixelSource::load_cached(state, target).await?;
     if !source.is_native() {
         let number_of_frames = source.geometry.number_of_frames;
         let frame_numbers: Vec<u32> =

@@ -135,7 +135,10 @@ async fn respond(
             }
         }
     }
-    match delete_and_purge(state.catalog.as_ref(), state.store.as_ref(), &scope).await {
+    let deleted = delete_and_purge(state.catalog.as_ref(), state.store.as_ref(), &scope).await;
+    // Also after a failure: part of the scope may be gone.
+    state.frame_sources.forget_study(scope.study_instance_uid());
+    match deleted {
         Ok(outcome) => {
             info!(
                 study_instance_uid = %scope.study_instance_uid(),

@@ -14,7 +14,10 @@
 //!   single frame; else the fragments that begin a codestream (JPEG SOI, JPEG 2000 SOC or JP2
 //!   signature) start the frames. Served in the stored transfer syntax's media type.
 
+use std::collections::HashMap;
 use std::ops::Range;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -25,6 +28,7 @@ use http::{HeaderMap, StatusCode};
 use serde_json::Value as Json;
 use strata_catalog::InstanceLocation;
 use strata_dicom::{InspectLimits, PixelDataLayout};
+use strata_types::{SeriesUid, SopInstanceUid, StudyUid};
 use tokio::io::AsyncWriteExt;
 use tracing::{debug, warn};
 
@@ -48,7 +52,7 @@ pub(crate) async fn retrieve_frames(
     let result = async {
         let target = Target::parse(&study, Some(&series), Some(&instance))?;
         let frame_numbers = parse_frame_list(&frames)?;
-        let source = PixelSource::load(&state, &target).await?;
+        let source = PixelSource::load_cached(&state, &target).await?;
         let shape = negotiate(&headers, &source, frame_numbers.len())?;
         let plans = source.frame_plans(&state, &frame_numbers).await?;
         Ok::<_, Problem>(frames_response(&state, &source, plans, shape))
@@ -135,6 +139,53 @@ impl Geometry {
     }
 }
 
+/// How long a loaded [`PixelSource`] is reused: a deletion made by another process shows
+/// within this time (the tier cache of the storage layer has the same bound); this process's
+/// own DELETEs drop their entries at once.
+const FRAME_SOURCE_TTL: Duration = Duration::from_secs(5);
+
+/// At most this many instances are cached; the cache is emptied when it would overflow.
+const FRAME_SOURCE_MAX_ENTRIES: usize = 4_096;
+
+/// The frame sources (location, geometry, pixel data layout) of recently read instances.
+///
+/// A viewer scrolling a multi-frame instance asks for its frames one request at a time; with
+/// this cache they cost one catalog read instead of one each. A stored instance's object
+/// and layout never change (objects are content-addressed and written once), so an entry can
+/// only go stale by a deletion, which [`FrameSourceCache::forget_study`] and the TTL bound.
+/// The archive-tier check still runs on every request.
+#[derive(Default)]
+pub struct FrameSourceCache {
+    entries: Mutex<HashMap<InstancePath, (Instant, Arc<PixelSource>)>>,
+}
+
+/// An instance as a request addresses it: study, series, SOP instance.
+type InstancePath = (StudyUid, SeriesUid, SopInstanceUid);
+
+impl FrameSourceCache {
+    fn get(&self, key: &InstancePath) -> Option<Arc<PixelSource>> {
+        let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        entries
+            .get(key)
+            .filter(|(loaded_at, _)| loaded_at.elapsed() < FRAME_SOURCE_TTL)
+            .map(|(_, source)| source.clone())
+    }
+
+    fn insert(&self, key: InstancePath, source: Arc<PixelSource>) {
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        if entries.len() >= FRAME_SOURCE_MAX_ENTRIES {
+            entries.clear();
+        }
+        entries.insert(key, (Instant::now(), source));
+    }
+
+    /// Drops every cached instance of `study` (after a deletion in it).
+    pub(crate) fn forget_study(&self, study: &StudyUid) {
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        entries.retain(|(cached_study, _, _), _| cached_study != study);
+    }
+}
+
 /// An image instance whose frames can be read.
 pub(crate) struct PixelSource {
     pub(crate) location: InstanceLocation,
@@ -151,6 +202,27 @@ pub(crate) enum Shape {
 }
 
 impl PixelSource {
+    /// [`PixelSource::load`] through the [`FrameSourceCache`]; the archive-tier check (503
+    /// while the object is restored) runs on a cache hit too.
+    pub(crate) async fn load_cached(
+        state: &DicomwebState,
+        target: &Target,
+    ) -> Result<Arc<Self>, Problem> {
+        let key = match (&target.series, &target.instance) {
+            (Some(series), Some(instance)) => {
+                (target.study.clone(), series.clone(), instance.clone())
+            }
+            _ => return Self::load(state, target).await.map(Arc::new),
+        };
+        if let Some(source) = state.frame_sources.get(&key) {
+            crate::problem::ensure_readable(state, std::slice::from_ref(&source.location)).await?;
+            return Ok(source);
+        }
+        let source = Arc::new(Self::load(state, target).await?);
+        state.frame_sources.insert(key, source.clone());
+        Ok(source)
+    }
+
     /// Loads the location, geometry and pixel data layout of the target instance: 404 for an
     /// unknown instance, 400 for one without pixel data.
     pub(crate) async fn load(state: &DicomwebState, target: &Target) -> Result<Self, Problem> {

@@ -30,6 +30,7 @@ use strata_ingest::IngestPipeline;
 use strata_storage::BlobStore;
 
 pub use delete::{DeletionCheck, DeletionGuard, delete_and_purge, find_unreferenced_objects};
+pub use frames::FrameSourceCache;
 pub use problem::Problem;
 
 /// Settings of the DICOMweb service.
@@ -58,6 +59,8 @@ pub struct DicomwebState {
     pub settings: Arc<DicomwebSettings>,
     /// Retention / legal-hold check before a DELETE; `None` allows every deletion.
     pub deletion_guard: Option<DeletionGuard>,
+    /// Recently read frame sources (`FrameSourceCache::default()` for a new state).
+    pub frame_sources: Arc<FrameSourceCache>,
 }
 
 /// Returns the DICOMweb router, to be nested under `/dicomweb`.

@@ -91,6 +91,7 @@ pub async fn start_node(config: NodeConfig) -> anyhow::Result<RunningNode> {
             allow_delete: config.dicomweb.allow_delete,
         }),
         deletion_guard: Some(deletion_guard(sql_catalog, &config)),
+        frame_sources: Default::default(),
     };
     let search_node = if roles.runs(Role::Search) {
         search::open_search(&config, catalog.clone())?

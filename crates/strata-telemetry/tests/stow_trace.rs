@@ -40,6 +40,7 @@ async fn archive_router(data_dir: &std::path::Path) -> Router {
             cors_allowed_origins: Vec::new(),
         }),
         deletion_guard: None,
+        frame_sources: Default::default(),
     };
     Router::new()
         .nest("/dicomweb", strata_dicomweb::router(state))

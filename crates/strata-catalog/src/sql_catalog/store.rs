@@ -248,26 +248,45 @@ async fn store_rows(
     record: &InstanceRecord,
 ) -> Result<Option<StoreOutcome>, sqlx::Error> {
     let sop_instance_uid = record.instance.sop_instance_uid.as_str();
-    if let Some(existing) = existing_sha256(&mut *connection, sop_instance_uid).await? {
+    let known = entities::lookup(connection, record).await?;
+    if let Some(existing) = known.instance_sha256 {
         return Ok(Some(outcome_for_existing(existing, record)));
     }
 
-    let existing_study = entities::find_study(connection, &record.study).await?;
-    let patient_pk = match existing_study {
+    let patient_pk = match known.study {
         Some(study) if record.patient.patient_id.is_empty() => {
             entities::merge_patient(connection, study.patient_pk, &record.patient).await?;
             study.patient_pk
         }
-        _ => entities::upsert_patient(connection, &record.patient).await?,
+        _ => entities::upsert_patient(connection, &record.patient, known.patient_pk).await?,
     };
-    let study_pk = match existing_study {
-        Some(study) => {
-            entities::merge_study(connection, study.study_pk, &record.study).await?;
-            study.study_pk
+    let series = match (known.study, known.series) {
+        (Some(study), Some(series)) => {
+            let counted = entities::count_in_existing_series(
+                connection,
+                study.study_pk,
+                &record.study,
+                series,
+                &record.series,
+            )
+            .await?;
+            match counted {
+                Some(series) => series,
+                // A row vanished since the lookup (concurrent delete): retry from the start.
+                None => return Ok(None),
+            }
         }
-        None => entities::insert_study(connection, patient_pk, &record.study).await?,
+        (existing_study, _) => {
+            let study_pk = match existing_study {
+                Some(study) => {
+                    entities::merge_study(connection, study.study_pk, &record.study).await?;
+                    study.study_pk
+                }
+                None => entities::insert_study(connection, patient_pk, &record.study).await?,
+            };
+            entities::store_series(connection, study_pk, &record.series).await?
+        }
     };
-    let series = entities::store_series(connection, study_pk, &record.series).await?;
     entities::insert_request_attributes(connection, series.series_pk, &record.series).await?;
 
     let created_at_ms = unix_time_ms();

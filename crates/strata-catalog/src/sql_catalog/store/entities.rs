@@ -12,7 +12,7 @@
 
 use sqlx::{AnyConnection, Row};
 
-use crate::{PatientAttributes, SeriesAttributes, StudyAttributes};
+use crate::{InstanceRecord, PatientAttributes, SeriesAttributes, StudyAttributes};
 
 use crate::sql_catalog::builder::{SqlBuilder, SqlValue};
 use crate::sql_catalog::filter::{fold_person_name, fuzzy_name_column};
@@ -30,6 +30,70 @@ pub(super) struct SeriesRow {
     pub(super) series_pk: i64,
     /// The study the series belongs to (the one it was first stored with).
     pub(super) study_pk: i64,
+}
+
+/// What the catalog already holds of a record's entities, read in one statement before
+/// anything is written.
+#[derive(Debug, Clone)]
+pub(super) struct KnownRows {
+    /// The SHA-256 of the instance with the record's SOP Instance UID, if it is stored.
+    pub(super) instance_sha256: Option<String>,
+    pub(super) study: Option<StudyRow>,
+    pub(super) series: Option<SeriesRow>,
+    /// The patient with the record's (non-empty) Patient ID and issuer.
+    pub(super) patient_pk: Option<i64>,
+}
+
+/// Looks up the record's instance, study, series and patient in one statement: one round
+/// trip instead of four on the path every instance takes. The rows may change before they
+/// are written (another PostgreSQL writer); the writes that depend on them detect that.
+pub(super) async fn lookup(
+    connection: &mut AnyConnection,
+    record: &InstanceRecord,
+) -> Result<KnownRows, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT \
+         (SELECT sha256 FROM instance WHERE sop_instance_uid = $1) AS instance_sha256, \
+         (SELECT study_pk FROM study WHERE study_instance_uid = $2) AS study_pk, \
+         (SELECT patient_pk FROM study WHERE study_instance_uid = $2) AS study_patient_pk, \
+         (SELECT series_pk FROM series WHERE series_instance_uid = $3) AS series_pk, \
+         (SELECT study_pk FROM series WHERE series_instance_uid = $3) AS series_study_pk, \
+         (SELECT patient_pk FROM patient WHERE patient_id = $4 AND issuer_of_patient_id = $5 \
+          AND patient_id <> '') AS patient_pk",
+    )
+    .bind(record.instance.sop_instance_uid.as_str())
+    .bind(record.study.study_instance_uid.as_str())
+    .bind(record.series.series_instance_uid.as_str())
+    .bind(record.patient.patient_id.as_str())
+    .bind(record.patient.issuer_of_patient_id.as_str())
+    .fetch_one(connection)
+    .await?;
+    let study = match (
+        row.try_get::<Option<i64>, _>("study_pk")?,
+        row.try_get::<Option<i64>, _>("study_patient_pk")?,
+    ) {
+        (Some(study_pk), Some(patient_pk)) => Some(StudyRow {
+            study_pk,
+            patient_pk,
+        }),
+        _ => None,
+    };
+    let series = match (
+        row.try_get::<Option<i64>, _>("series_pk")?,
+        row.try_get::<Option<i64>, _>("series_study_pk")?,
+    ) {
+        (Some(series_pk), Some(study_pk)) => Some(SeriesRow {
+            series_pk,
+            study_pk,
+        }),
+        _ => None,
+    };
+    Ok(KnownRows {
+        instance_sha256: row.try_get("instance_sha256")?,
+        study,
+        series,
+        patient_pk: row.try_get("patient_pk")?,
+    })
 }
 
 /// Returns the study row with the record's Study Instance UID, if any.
@@ -50,11 +114,17 @@ pub(super) async fn find_study(
     .transpose()
 }
 
-/// Inserts the patient or, when one with the same Patient ID and issuer exists, merges into it.
+/// Inserts the patient or, when one with the same Patient ID and issuer exists (`known_pk`
+/// from [`lookup`], or found on conflict), merges into it.
 pub(super) async fn upsert_patient(
     connection: &mut AnyConnection,
     patient: &PatientAttributes,
+    known_pk: Option<i64>,
 ) -> Result<i64, sqlx::Error> {
+    if let Some(patient_pk) = known_pk {
+        merge_patient(connection, patient_pk, patient).await?;
+        return Ok(patient_pk);
+    }
     // Rows with an empty Patient ID are outside the partial unique index: they always insert.
     let inserted = sqlx::query(
         "INSERT INTO patient (patient_id, issuer_of_patient_id, patient_name, patient_name_upper, \
@@ -111,7 +181,7 @@ pub(super) async fn merge_patient(
         ),
         ("patient_sex", SqlValue::from(patient.patient_sex.as_str())),
     ];
-    merge_update("patient", "patient_pk", patient_pk, fields)
+    merge_update("patient", "patient_pk", patient_pk, fields, None)
         .build()
         .execute(connection)
         .await?;
@@ -156,9 +226,49 @@ pub(super) async fn merge_study(
     study_pk: i64,
     study: &StudyAttributes,
 ) -> Result<(), sqlx::Error> {
-    let builder = merge_update("study", "study_pk", study_pk, study_fields(study));
+    let builder = merge_update("study", "study_pk", study_pk, study_fields(study), None);
     builder.build().execute(connection).await?;
     Ok(())
+}
+
+/// The path of most instances: the series is stored already. Merges the record's study and
+/// series attributes and counts the instance, the study's merge and count in one statement
+/// (or two when the series belongs to another study than the record's), the series' in one.
+/// Returns `None` when a row vanished since [`lookup`] (a concurrent PostgreSQL delete):
+/// the caller retries.
+pub(super) async fn count_in_existing_series(
+    connection: &mut AnyConnection,
+    study_pk: i64,
+    study: &StudyAttributes,
+    series_row: SeriesRow,
+    series: &SeriesAttributes,
+) -> Result<Option<SeriesRow>, sqlx::Error> {
+    const COUNT_INSTANCE: &str = "num_instances = num_instances + 1";
+    let counted_here = series_row.study_pk == study_pk;
+    let study_update = merge_update(
+        "study",
+        "study_pk",
+        study_pk,
+        study_fields(study),
+        counted_here.then_some(COUNT_INSTANCE),
+    );
+    let updated = study_update.build().execute(&mut *connection).await?;
+    if counted_here && updated.rows_affected() == 0 {
+        return Ok(None);
+    }
+    if !counted_here {
+        // The series went to another study first: the instance counts there.
+        add_to_study_counters(connection, series_row.study_pk, 1, 0).await?;
+    }
+    let series_update = merge_update(
+        "series",
+        "series_pk",
+        series_row.series_pk,
+        series_fields(series),
+        Some(COUNT_INSTANCE),
+    );
+    let updated = series_update.build().execute(&mut *connection).await?;
+    Ok((updated.rows_affected() == 1).then_some(series_row))
 }
 
 /// Inserts a study of `patient_pk` (counters at zero) and returns its key; when a concurrent
@@ -325,6 +435,7 @@ async fn finish_series(
             "series_pk",
             series_row.series_pk,
             series_fields(series),
+            None,
         );
         builder.build().execute(&mut *connection).await?;
     }
@@ -356,14 +467,16 @@ pub(super) async fn insert_request_attributes(
     Ok(())
 }
 
-/// Builds `UPDATE table SET column = <new value unless empty> ... WHERE pk = ...`, restricted
-/// to rows where some non-empty new value differs, so an unchanged row is not rewritten.
-/// Text values count as empty when `''`, integers when NULL.
+/// Builds `UPDATE table SET column = <new value unless empty> ... WHERE pk = ...`. Without
+/// `also_set` it is restricted to rows where some non-empty new value differs, so an unchanged
+/// row is not rewritten; with it (a counter: the row changes anyway) that assignment is added
+/// and the row always updated. Text values count as empty when `''`, integers when NULL.
 fn merge_update<const N: usize>(
     table: &str,
     pk_column: &str,
     pk: i64,
     fields: [(&'static str, SqlValue); N],
+    also_set: Option<&str>,
 ) -> SqlBuilder {
     let mut builder = SqlBuilder::new(&format!("UPDATE {table} SET "));
     let mut changed_conditions = Vec::with_capacity(N);
@@ -387,10 +500,15 @@ fn merge_update<const N: usize>(
             ));
         }
     }
+    if let Some(assignment) = also_set {
+        builder.push(", ").push(assignment);
+    }
     builder
         .push(&format!(" WHERE {pk_column} = "))
         .push_bind(pk);
-    builder.push(&format!(" AND ({})", changed_conditions.join(" OR ")));
+    if also_set.is_none() {
+        builder.push(&format!(" AND ({})", changed_conditions.join(" OR ")));
+    }
     builder
 }
 
@@ -408,6 +526,7 @@ mod tests {
                 ("modality", SqlValue::from("CT")),
                 ("series_number", SqlValue::from(None::<i64>)),
             ],
+            None,
         );
         assert_eq!(
             builder.sql(),
@@ -415,6 +534,22 @@ mod tests {
              series_number = COALESCE($2, series_number) WHERE series_pk = $3 \
              AND (($1 <> '' AND modality <> $1) OR ($2 IS NOT NULL AND (series_number IS NULL \
              OR series_number <> $2)))"
+        );
+    }
+
+    #[test]
+    fn test_merge_update_with_a_counter_always_updates() {
+        let builder = merge_update(
+            "series",
+            "series_pk",
+            7,
+            [("modality", SqlValue::from("CT"))],
+            Some("num_instances = num_instances + 1"),
+        );
+        assert_eq!(
+            builder.sql(),
+            "UPDATE series SET modality = CASE WHEN $1 = '' THEN modality ELSE $1 END, \
+             num_instances = num_instances + 1 WHERE series_pk = $2"
         );
     }
 }
