@@ -170,7 +170,7 @@ if [[ $MODE == full ]]; then
 fi
 
 log "machine limits"
-"$BENCH" limits --dir "$WORK" --bytes "$LIMIT_BYTES" | tee -a "$RESULTS" >&2
+"$BENCH" limits --dir "$WORK" --bytes "$LIMIT_BYTES" --repeat "$((REPEAT * 5))" | tee -a "$RESULTS" >&2
 
 # Ingest and retrieval: a fresh archive per run and target, targets alternating.
 for run in $(seq 1 "$RUNS"); do
@@ -182,7 +182,7 @@ for run in $(seq 1 "$RUNS"); do
     bench "$target" --scenario cstore --concurrency 8 --instances "$INSTANCES" --seed $((run * 10 + 4))
     bench "$target" --scenario retrieve --seed $((run * 10 + 1))
     bench "$target" --scenario metadata --instances "$INSTANCES" --repeat 20 --seed $((run * 10 + 1))
-    bench "$target" --scenario frame --repeat "$REPEAT" --seed $((run * 10 + 1))
+    bench "$target" --scenario frame --instances "$INSTANCES" --repeat "$REPEAT" --seed $((run * 10 + 1))
     stop_target
   done
   if start_sink "io-$run"; then

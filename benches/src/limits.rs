@@ -1,11 +1,15 @@
-//! What the machine allows, measured by the same tool: sequential disk write and read, and
-//! loopback HTTP throughput for large bodies.
+//! What the machine allows, measured by the same tool: sequential disk write and read,
+//! loopback HTTP throughput for large bodies, and two per-request floors that latency and
+//! ingest targets are read against: a frame-sized response from an HTTP server that does no
+//! work at all, and one 512 KiB object made durable (file fsync, hard link, directory fsync:
+//! what any archive that answers only after the object is on disk must do per object).
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::Path;
 use std::time::Instant;
 
+use anyhow::Context;
 use bytes::Bytes;
 use futures::StreamExt;
 
@@ -13,8 +17,14 @@ use crate::scenarios::BenchResult;
 
 const CHUNK: usize = 1 << 20;
 
-/// Runs the three measurements.
-pub async fn measure(dir: &Path, num_bytes: u64) -> anyhow::Result<Vec<BenchResult>> {
+/// The body of the floor frame response: one 512 x 512 frame of 16-bit pixels.
+const FRAME_BYTES: usize = 512 * 512 * 2;
+
+/// The size of the objects of the durable-object floor (a 512 x 512 CT instance).
+const OBJECT_BYTES: usize = 512 * 1024;
+
+/// Runs the measurements; `repeat` requests or objects for the two floors.
+pub async fn measure(dir: &Path, num_bytes: u64, repeat: u32) -> anyhow::Result<Vec<BenchResult>> {
     let path = dir.join(format!("strata-bench-limits-{}.bin", std::process::id()));
     let (write_mb_s, read_mb_s) = {
         let path = path.clone();
@@ -22,18 +32,148 @@ pub async fn measure(dir: &Path, num_bytes: u64) -> anyhow::Result<Vec<BenchResu
     };
     let _ = std::fs::remove_file(&path);
     let http_mb_s = loopback_http(num_bytes).await?;
-    let result = |scenario: &str, mb_per_s: f64| BenchResult {
+    let frame = loopback_frame(repeat).await?;
+    let objects_dir = dir.join(format!("strata-bench-objects-{}", std::process::id()));
+    let durable = {
+        let objects_dir = objects_dir.clone();
+        tokio::task::spawn_blocking(move || durable_objects(&objects_dir, repeat)).await?
+    };
+    let _ = std::fs::remove_dir_all(&objects_dir);
+    let durable = durable?;
+    let result = |scenario: &str, metrics: BTreeMap<String, f64>, param: (&str, u64)| BenchResult {
         target: "machine".to_owned(),
         scenario: scenario.to_owned(),
-        params: BTreeMap::from([("bytes".to_owned(), num_bytes.into())]),
-        metrics: BTreeMap::from([("mb_per_s".to_owned(), mb_per_s)]),
+        params: BTreeMap::from([(param.0.to_owned(), param.1.into())]),
+        metrics,
         error: None,
     };
+    let throughput = |mb_per_s: f64| BTreeMap::from([("mb_per_s".to_owned(), mb_per_s)]);
     Ok(vec![
-        result("disk-write", write_mb_s),
-        result("disk-read", read_mb_s),
-        result("loopback-http", http_mb_s),
+        result("disk-write", throughput(write_mb_s), ("bytes", num_bytes)),
+        result("disk-read", throughput(read_mb_s), ("bytes", num_bytes)),
+        result("loopback-http", throughput(http_mb_s), ("bytes", num_bytes)),
+        result("loopback-frame", frame, ("requests", u64::from(repeat))),
+        result("durable-object", durable, ("objects", u64::from(repeat))),
     ])
+}
+
+/// The latency floor of a frame request: `repeat` GETs of a 512 x 512 x 16-bit frame, as a
+/// one-part multipart body, from an HTTP server in another process that holds it in memory
+/// (no catalog, no file; `TCP_NODELAY` like Strata's listener; [`serve_frame_floor`]),
+/// through the client the scenarios use. No archive answers the `frame` scenario faster on
+/// this machine.
+async fn loopback_frame(repeat: u32) -> anyhow::Result<BTreeMap<String, f64>> {
+    use tokio::io::AsyncBufReadExt;
+    let mut server = tokio::process::Command::new(std::env::current_exe()?)
+        .arg("serve-frame-floor")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let stdout = server
+        .stdout
+        .take()
+        .context("the floor server has no stdout")?;
+    let addr = tokio::io::BufReader::new(stdout)
+        .lines()
+        .next_line()
+        .await?
+        .context("the floor server exited before printing its address")?;
+    let url = format!("http://{addr}/frames/1");
+    // The client runs on one thread, as in the `frame` scenario.
+    let latencies = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<f64>> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        runtime.block_on(async move {
+            let client = crate::scenarios::http_client()?;
+            let accept = "multipart/related; type=\"application/octet-stream\"";
+            // Warm the connection and the server's buffers like the scenario's first requests.
+            for _ in 0..repeat.min(20) {
+                crate::scenarios::timed_get(&client, &url, accept).await?;
+            }
+            let mut latencies = Vec::with_capacity(repeat as usize);
+            for _ in 0..repeat {
+                latencies.push(crate::scenarios::timed_get(&client, &url, accept).await?.0);
+            }
+            Ok(latencies)
+        })
+    })
+    .await??;
+    server.kill().await?;
+    let mut latencies = latencies;
+    latencies.sort_by(f64::total_cmp);
+    Ok(BTreeMap::from([
+        (
+            "p50_ms".to_owned(),
+            crate::scenarios::percentile(&latencies, 0.5),
+        ),
+        (
+            "p95_ms".to_owned(),
+            crate::scenarios::percentile(&latencies, 0.95),
+        ),
+    ]))
+}
+
+/// The server of the frame floor: answers every GET with the same in-memory frame response
+/// and prints its address on the first line of stdout. Runs until killed.
+pub async fn serve_frame_floor() -> anyhow::Result<()> {
+    use axum::serve::ListenerExt;
+    let boundary = "strata-bench-floor";
+    let body = Bytes::from(
+        [
+            format!("--{boundary}\r\nContent-Type: application/octet-stream\r\n\r\n").into_bytes(),
+            vec![7u8; FRAME_BYTES],
+            format!("\r\n--{boundary}--\r\n").into_bytes(),
+        ]
+        .concat(),
+    );
+    let content_type =
+        format!("multipart/related; type=\"application/octet-stream\"; boundary={boundary}");
+    let app = axum::Router::new().fallback(move || {
+        let body = body.clone();
+        let content_type = content_type.clone();
+        async move { ([(axum::http::header::CONTENT_TYPE, content_type)], body) }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    println!("{}", listener.local_addr()?);
+    let listener = listener.tap_io(|stream| {
+        let _ = stream.set_nodelay(true);
+    });
+    axum::serve(listener, app).await?;
+    Ok(())
+}
+
+/// The floor of durable ingest on one stream: `count` objects of 512 KiB, each written to a
+/// spool file, fsynced, hard-linked under its name and made durable with a directory fsync
+/// (Strata's local store does exactly this per object; its catalog commit comes on top).
+fn durable_objects(dir: &Path, count: u32) -> anyhow::Result<BTreeMap<String, f64>> {
+    let spool = dir.join("spool");
+    let objects = dir.join("objects");
+    std::fs::create_dir_all(&spool)?;
+    std::fs::create_dir_all(&objects)?;
+    let content: Vec<u8> = (0..OBJECT_BYTES).map(|index| (index % 253) as u8).collect();
+    let mut latencies = Vec::with_capacity(count as usize);
+    let started = Instant::now();
+    for index in 0..count {
+        let object_started = Instant::now();
+        let spool_path = spool.join(format!("{index}.tmp"));
+        let mut file = std::fs::File::create(&spool_path)?;
+        file.write_all(&content)?;
+        file.sync_all()?;
+        std::fs::hard_link(&spool_path, objects.join(format!("{index}.dcm")))?;
+        std::fs::File::open(&objects)?.sync_all()?;
+        std::fs::remove_file(&spool_path)?;
+        latencies.push(object_started.elapsed().as_secs_f64() * 1000.0);
+    }
+    let objects_per_s = f64::from(count) / started.elapsed().as_secs_f64();
+    latencies.sort_by(f64::total_cmp);
+    Ok(BTreeMap::from([
+        (
+            "p50_ms".to_owned(),
+            crate::scenarios::percentile(&latencies, 0.5),
+        ),
+        ("objects_per_s".to_owned(), objects_per_s),
+    ]))
 }
 
 /// Writes `num_bytes` with fsync at the end, then reads them back (from the page cache when

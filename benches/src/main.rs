@@ -31,7 +31,8 @@ struct Cli {
 enum Command {
     /// Runs one scenario against one archive and prints the result as one JSON line.
     Run(scenarios::RunArgs),
-    /// Measures what the machine allows: sequential disk write/read and loopback HTTP.
+    /// Measures what the machine allows: sequential disk write/read, loopback HTTP, and the
+    /// floors of a frame request and of one durable 512 KiB object.
     Limits {
         /// Directory on the disk to measure.
         #[arg(long, default_value = "/tmp")]
@@ -39,6 +40,9 @@ enum Command {
         /// Bytes to write, read and transfer.
         #[arg(long, default_value_t = 2 << 30)]
         bytes: u64,
+        /// Requests of the frame floor, and objects of the durable-object floor.
+        #[arg(long, default_value_t = 1000)]
+        repeat: u32,
     },
     /// Fills a catalog directly (no objects) in steps and measures its size, commit rate and
     /// query latency at each step, for the scale estimates.
@@ -49,6 +53,9 @@ enum Command {
     /// Moves synthetic instances hot → cold → hot through the tiering mover and measures
     /// objects/s, MB/s and peak memory (issue 4).
     TierMoves(tier_moves::TierMovesArgs),
+    /// The in-memory HTTP server of the frame floor (`limits` starts it in its own process).
+    #[command(hide = true)]
+    ServeFrameFloor,
     /// Reads JSON result lines and prints the Markdown report.
     Report {
         /// The JSON lines written by `run` and `limits`.
@@ -58,19 +65,30 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let runtime = match &cli.command {
+        // One request at a time: a single-threaded client, so the measured latency is the
+        // server's and not hyper's hand-offs between the client's own threads (about 0.2 ms
+        // per 0.5 MB response on the project machine).
+        Command::Run(args) if args.scenario.is_one_request_at_a_time() => {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+        }
+        _ => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?,
+    };
     match cli.command {
         Command::Run(args) => {
             let result = runtime.block_on(scenarios::run(args))?;
             println!("{}", serde_json::to_string(&result)?);
         }
-        Command::Limits { dir, bytes } => {
-            for result in runtime.block_on(limits::measure(&dir, bytes))? {
+        Command::Limits { dir, bytes, repeat } => {
+            for result in runtime.block_on(limits::measure(&dir, bytes, repeat))? {
                 println!("{}", serde_json::to_string(&result)?);
             }
         }
+        Command::ServeFrameFloor => runtime.block_on(limits::serve_frame_floor())?,
         Command::CatalogScale(args) => {
             for result in runtime.block_on(catalog_scale::run(args))? {
                 println!("{}", serde_json::to_string(&result)?);

@@ -35,12 +35,23 @@ pub enum Scenario {
     Retrieve,
     /// WADO-RS series metadata of the series stored by `stow` (same `--seed`).
     Metadata,
-    /// WADO-RS of frame 1 of one instance stored by `stow` (same `--seed`).
+    /// WADO-RS frame 1 of each of `--instances` instances stored by `stow` (same `--seed`),
+    /// then `--repeat` times frame 1 of one of them.
     Frame,
     /// A mixed load for `--duration-secs`, to check that memory stays flat.
     Mixed,
     /// DIMSE C-STORE of a CT series over `--concurrency` parallel associations to `--dimse`.
     Cstore,
+}
+
+impl Scenario {
+    /// Whether the scenario sends one request at a time (its client runs on one thread).
+    pub fn is_one_request_at_a_time(self) -> bool {
+        matches!(
+            self,
+            Scenario::Qido | Scenario::Retrieve | Scenario::Metadata | Scenario::Frame
+        )
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -93,10 +104,15 @@ pub struct RunArgs {
 const POPULATE_SEED: u64 = 900;
 
 /// Runs the scenario and returns its measurement.
-pub async fn run(args: RunArgs) -> anyhow::Result<BenchResult> {
-    let client = reqwest::Client::builder()
+/// The HTTP client of every scenario (and of the machine's frame floor).
+pub(crate) fn http_client() -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
         .pool_max_idle_per_host(64)
-        .build()?;
+        .build()?)
+}
+
+pub async fn run(args: RunArgs) -> anyhow::Result<BenchResult> {
+    let client = http_client()?;
     let mut params = BTreeMap::new();
     let sampler = RssSampler::start(args.pid);
     let outcome = match args.scenario {
@@ -119,21 +135,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<BenchResult> {
             latency(&client, &args, &series_url(&args, "/metadata"), JSON).await
         }
         Scenario::Frame => {
-            let instance = SyntheticInstance::ct(args.seed, 1, 1, 1, args.size, args.size);
-            let url = format!(
-                "{}/studies/{}/series/{}/instances/{}/frames/1",
-                args.dicomweb,
-                instance.study_instance_uid,
-                instance.series_instance_uid,
-                instance.sop_instance_uid
-            );
-            latency(
-                &client,
-                &args,
-                &url,
-                "multipart/related; type=\"application/octet-stream\"; transfer-syntax=*",
-            )
-            .await
+            params.insert("instances".into(), args.instances.into());
+            frame(&client, &args).await
         }
         Scenario::Mixed => {
             params.insert("duration_secs".into(), args.duration_secs.into());
@@ -349,7 +352,7 @@ impl Picker {
 const JSON: &str = "application/dicom+json";
 const DICOM: &str = "multipart/related; type=\"application/dicom\"; transfer-syntax=*";
 
-async fn timed_get(
+pub(crate) async fn timed_get(
     client: &reqwest::Client,
     url: &str,
     accept: &str,
@@ -362,7 +365,7 @@ async fn timed_get(
     Ok((started.elapsed().as_secs_f64() * 1000.0, body.len()))
 }
 
-fn percentile(sorted: &[f64], fraction: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], fraction: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }
@@ -427,6 +430,33 @@ async fn latency(
         ("p95_ms".into(), percentile(&latencies, 0.95)),
         ("response_bytes".into(), num_bytes as f64),
     ]))
+}
+
+/// Frame 1 of the first `--instances` instances of the `stow` series, once each (`first_`
+/// metrics: every request is the first for its instance, as when a viewer opens a series),
+/// then `--repeat` times frame 1 of the first instance (as when it scrolls the frames of one
+/// multi-frame instance; the headline `p50_ms` and `p95_ms`).
+async fn frame(client: &reqwest::Client, args: &RunArgs) -> anyhow::Result<BTreeMap<String, f64>> {
+    const ACCEPT: &str = "multipart/related; type=\"application/octet-stream\"; transfer-syntax=*";
+    let frame_url = |index: u32| {
+        let instance = SyntheticInstance::ct(args.seed, 1, 1, index, args.size, args.size);
+        format!(
+            "{}/studies/{}/series/{}/instances/{}/frames/1",
+            args.dicomweb,
+            instance.study_instance_uid,
+            instance.series_instance_uid,
+            instance.sop_instance_uid
+        )
+    };
+    let mut first = Vec::with_capacity(args.instances as usize);
+    for index in 1..=args.instances.max(1) {
+        first.push(timed_get(client, &frame_url(index), ACCEPT).await?.0);
+    }
+    first.sort_by(f64::total_cmp);
+    let mut metrics = latency(client, args, &frame_url(1), ACCEPT).await?;
+    metrics.insert("first_p50_ms".into(), percentile(&first, 0.5));
+    metrics.insert("first_p95_ms".into(), percentile(&first, 0.95));
+    Ok(metrics)
 }
 
 async fn retrieve(
