@@ -2,7 +2,8 @@
 //! loopback HTTP throughput for large bodies, and two per-request floors that latency and
 //! ingest targets are read against: a frame-sized response from an HTTP server that does no
 //! work at all, and one 512 KiB object made durable (file fsync, hard link, directory fsync:
-//! what any archive that answers only after the object is on disk must do per object).
+//! what any archive that answers only after the object is on disk must do per object); and a
+//! retrieval floor: those objects sent as one multipart body by a server that only reads files.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -38,8 +39,14 @@ pub async fn measure(dir: &Path, num_bytes: u64, repeat: u32) -> anyhow::Result<
         let objects_dir = objects_dir.clone();
         tokio::task::spawn_blocking(move || durable_objects(&objects_dir, repeat)).await?
     };
+    // The objects just written are the files of the retrieval floor.
+    let files = match &durable {
+        Ok(_) => loopback_files(&objects_dir.join("objects")).await,
+        Err(_) => Err(anyhow::anyhow!("no objects to serve")),
+    };
     let _ = std::fs::remove_dir_all(&objects_dir);
     let durable = durable?;
+    let files_mb_s = files?;
     let result = |scenario: &str, metrics: BTreeMap<String, f64>, param: (&str, u64)| BenchResult {
         target: "machine".to_owned(),
         scenario: scenario.to_owned(),
@@ -54,6 +61,11 @@ pub async fn measure(dir: &Path, num_bytes: u64, repeat: u32) -> anyhow::Result<
         result("loopback-http", throughput(http_mb_s), ("bytes", num_bytes)),
         result("loopback-frame", frame, ("requests", u64::from(repeat))),
         result("durable-object", durable, ("objects", u64::from(repeat))),
+        result(
+            "loopback-files",
+            throughput(files_mb_s),
+            ("objects", u64::from(repeat)),
+        ),
     ])
 }
 
@@ -63,21 +75,7 @@ pub async fn measure(dir: &Path, num_bytes: u64, repeat: u32) -> anyhow::Result<
 /// through the client the scenarios use. No archive answers the `frame` scenario faster on
 /// this machine.
 async fn loopback_frame(repeat: u32) -> anyhow::Result<BTreeMap<String, f64>> {
-    use tokio::io::AsyncBufReadExt;
-    let mut server = tokio::process::Command::new(std::env::current_exe()?)
-        .arg("serve-frame-floor")
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()?;
-    let stdout = server
-        .stdout
-        .take()
-        .context("the floor server has no stdout")?;
-    let addr = tokio::io::BufReader::new(stdout)
-        .lines()
-        .next_line()
-        .await?
-        .context("the floor server exited before printing its address")?;
+    let (mut server, addr) = spawn_floor_server(&["serve-frame-floor"]).await?;
     let url = format!("http://{addr}/frames/1");
     // The client runs on one thread, as in the `frame` scenario.
     let latencies = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<f64>> {
@@ -233,4 +231,119 @@ async fn loopback_http(num_bytes: u64) -> anyhow::Result<f64> {
     let mb_s = received as f64 / 1e6 / started.elapsed().as_secs_f64();
     server.abort();
     Ok(mb_s)
+}
+
+/// The retrieval floor: the MB/s at which a server in another process that does nothing but
+/// read the files of `dir` (whole, four ahead of the one being sent, on blocking threads, as
+/// Strata reads local objects) sends them as one multipart body, through the client of the
+/// `retrieve` scenario. Median of three requests.
+async fn loopback_files(dir: &Path) -> anyhow::Result<f64> {
+    let (mut server, addr) =
+        spawn_floor_server(&["serve-files-floor", &dir.to_string_lossy()]).await?;
+    let url = format!("http://{addr}/study");
+    let mut rates = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<f64>> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        runtime.block_on(async move {
+            let client = crate::scenarios::http_client()?;
+            let mut rates = Vec::new();
+            for _ in 0..3 {
+                let started = Instant::now();
+                let response = client.get(&url).send().await?.error_for_status()?;
+                let mut received = 0u64;
+                let mut stream = response.bytes_stream();
+                while let Some(chunk) = stream.next().await {
+                    received += chunk?.len() as u64;
+                }
+                rates.push(received as f64 / 1e6 / started.elapsed().as_secs_f64());
+            }
+            Ok(rates)
+        })
+    })
+    .await??;
+    server.kill().await?;
+    rates.sort_by(f64::total_cmp);
+    Ok(rates[rates.len() / 2])
+}
+
+/// Starts `strata-bench ARGS` (a floor server) and returns it with the address it printed.
+async fn spawn_floor_server(args: &[&str]) -> anyhow::Result<(tokio::process::Child, String)> {
+    use tokio::io::AsyncBufReadExt;
+    let mut server = tokio::process::Command::new(std::env::current_exe()?)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let stdout = server
+        .stdout
+        .take()
+        .context("the floor server has no stdout")?;
+    let addr = tokio::io::BufReader::new(stdout)
+        .lines()
+        .next_line()
+        .await?
+        .context("the floor server exited before printing its address")?;
+    Ok((server, addr))
+}
+
+/// The server of the retrieval floor: answers every GET with the files of `dir` (sorted by
+/// name) as one `multipart/related` body, and prints its address on the first line of
+/// stdout. Runs until killed.
+pub async fn serve_files_floor(dir: &Path) -> anyhow::Result<()> {
+    use axum::serve::ListenerExt;
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(dir)?
+        .map(|entry| entry.map(|entry| entry.path()))
+        .collect::<Result<_, _>>()?;
+    files.sort();
+    let files = std::sync::Arc::new(files);
+    let boundary = "strata-bench-files";
+    let app = axum::Router::new().fallback(move || {
+        let files = files.clone();
+        async move {
+            let parts = futures::stream::iter(0..files.len())
+                .map(move |index| {
+                    let path = files[index].clone();
+                    async move {
+                        tokio::task::spawn_blocking(move || -> std::io::Result<Bytes> {
+                            let mut file = std::fs::File::open(&path)?;
+                            let length = file.metadata()?.len();
+                            // `read_to_end` fills spare capacity without zeroing it first.
+                            let mut buffer = Vec::with_capacity(length as usize);
+                            file.read_to_end(&mut buffer)?;
+                            Ok(Bytes::from(buffer))
+                        })
+                        .await
+                        .map_err(std::io::Error::other)?
+                    }
+                })
+                .buffered(4)
+                .flat_map(move |read| {
+                    let head = Bytes::from(format!(
+                        "\r\n--{boundary}\r\nContent-Type: application/dicom\r\n\r\n"
+                    ));
+                    futures::stream::iter(match read {
+                        Ok(content) => vec![Ok(head), Ok(content)],
+                        Err(error) => vec![Err(error)],
+                    })
+                });
+            let tail = futures::stream::once(async move {
+                Ok::<_, std::io::Error>(Bytes::from(format!("\r\n--{boundary}--\r\n")))
+            });
+            (
+                [(
+                    axum::http::header::CONTENT_TYPE,
+                    format!("multipart/related; type=\"application/dicom\"; boundary={boundary}"),
+                )],
+                axum::body::Body::from_stream(parts.chain(tail)),
+            )
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    println!("{}", listener.local_addr()?);
+    let listener = listener.tap_io(|stream| {
+        let _ = stream.set_nodelay(true);
+    });
+    axum::serve(listener, app).await?;
+    Ok(())
 }

@@ -32,7 +32,7 @@ enum Command {
     /// Runs one scenario against one archive and prints the result as one JSON line.
     Run(scenarios::RunArgs),
     /// Measures what the machine allows: sequential disk write/read, loopback HTTP, and the
-    /// floors of a frame request and of one durable 512 KiB object.
+    /// floors of a frame request, of one durable 512 KiB object and of a retrieval of files.
     Limits {
         /// Directory on the disk to measure.
         #[arg(long, default_value = "/tmp")]
@@ -56,6 +56,12 @@ enum Command {
     /// The in-memory HTTP server of the frame floor (`limits` starts it in its own process).
     #[command(hide = true)]
     ServeFrameFloor,
+    /// The file-reading HTTP server of the retrieval floor (`limits` starts it).
+    #[command(hide = true)]
+    ServeFilesFloor {
+        /// The directory whose files every response sends.
+        dir: PathBuf,
+    },
     /// Reads JSON result lines and prints the Markdown report.
     Report {
         /// The JSON lines written by `run` and `limits`.
@@ -89,6 +95,7 @@ fn main() -> anyhow::Result<()> {
             }
         }
         Command::ServeFrameFloor => runtime.block_on(limits::serve_frame_floor())?,
+        Command::ServeFilesFloor { dir } => runtime.block_on(limits::serve_files_floor(&dir))?,
         Command::CatalogScale(args) => {
             for result in runtime.block_on(catalog_scale::run(args))? {
                 println!("{}", serde_json::to_string(&result)?);
