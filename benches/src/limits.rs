@@ -115,7 +115,6 @@ async fn loopback_frame(repeat: u32) -> anyhow::Result<BTreeMap<String, f64>> {
 /// The server of the frame floor: answers every GET with the same in-memory frame response
 /// and prints its address on the first line of stdout. Runs until killed.
 pub async fn serve_frame_floor() -> anyhow::Result<()> {
-    use axum::serve::ListenerExt;
     let boundary = "strata-bench-floor";
     let body = Bytes::from(
         [
@@ -132,13 +131,7 @@ pub async fn serve_frame_floor() -> anyhow::Result<()> {
         let content_type = content_type.clone();
         async move { ([(axum::http::header::CONTENT_TYPE, content_type)], body) }
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    println!("{}", listener.local_addr()?);
-    let listener = listener.tap_io(|stream| {
-        let _ = stream.set_nodelay(true);
-    });
-    axum::serve(listener, app).await?;
-    Ok(())
+    serve_floor(app).await
 }
 
 /// The floor of durable ingest on one stream: `count` objects of 512 KiB, each written to a
@@ -291,7 +284,6 @@ async fn spawn_floor_server(args: &[&str]) -> anyhow::Result<(tokio::process::Ch
 /// name) as one `multipart/related` body, and prints its address on the first line of
 /// stdout. Runs until killed.
 pub async fn serve_files_floor(dir: &Path) -> anyhow::Result<()> {
-    use axum::serve::ListenerExt;
     let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(dir)?
         .map(|entry| entry.map(|entry| entry.path()))
         .collect::<Result<_, _>>()?;
@@ -339,6 +331,13 @@ pub async fn serve_files_floor(dir: &Path) -> anyhow::Result<()> {
             )
         }
     });
+    serve_floor(app).await
+}
+
+/// Serves `app` on a free loopback port with `TCP_NODELAY` (like Strata's listener), after
+/// printing the address on the first line of stdout for [`spawn_floor_server`].
+async fn serve_floor(app: axum::Router) -> anyhow::Result<()> {
+    use axum::serve::ListenerExt;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     println!("{}", listener.local_addr()?);
     let listener = listener.tap_io(|stream| {

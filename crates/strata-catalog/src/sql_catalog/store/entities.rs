@@ -68,26 +68,19 @@ pub(super) async fn lookup(
     .bind(record.patient.issuer_of_patient_id.as_str())
     .fetch_one(connection)
     .await?;
-    let study = match (
-        row.try_get::<Option<i64>, _>("study_pk")?,
-        row.try_get::<Option<i64>, _>("study_patient_pk")?,
-    ) {
-        (Some(study_pk), Some(patient_pk)) => Some(StudyRow {
-            study_pk,
-            patient_pk,
-        }),
-        _ => None,
+    // Both keys of a row, or `None` when the row does not exist.
+    let keys = |first: &str, second: &str| -> Result<Option<(i64, i64)>, sqlx::Error> {
+        let first = row.try_get::<Option<i64>, _>(first)?;
+        Ok(first.zip(row.try_get::<Option<i64>, _>(second)?))
     };
-    let series = match (
-        row.try_get::<Option<i64>, _>("series_pk")?,
-        row.try_get::<Option<i64>, _>("series_study_pk")?,
-    ) {
-        (Some(series_pk), Some(study_pk)) => Some(SeriesRow {
-            series_pk,
-            study_pk,
-        }),
-        _ => None,
-    };
+    let study = keys("study_pk", "study_patient_pk")?.map(|(study_pk, patient_pk)| StudyRow {
+        study_pk,
+        patient_pk,
+    });
+    let series = keys("series_pk", "series_study_pk")?.map(|(series_pk, study_pk)| SeriesRow {
+        series_pk,
+        study_pk,
+    });
     Ok(KnownRows {
         instance_sha256: row.try_get("instance_sha256")?,
         study,
