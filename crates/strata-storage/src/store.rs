@@ -210,7 +210,10 @@ impl BlobStore for ObjectStoreBlobStore {
                     .and_then(|result| result)
                     .map_err(|error| {
                         if error.kind() == std::io::ErrorKind::NotFound {
-                            StorageError::new(StorageErrorKind::NotFound, CONTEXT).with_key(key)
+                            // The object's own file is missing: the object is not there.
+                            StorageError::new(StorageErrorKind::NotFound, CONTEXT)
+                                .with_key(key)
+                                .with_source(error)
                         } else {
                             StorageError::from_io(error, CONTEXT).with_key(key)
                         }
@@ -323,7 +326,7 @@ fn read_local_range(path: &FsPath, range: Range<u64>) -> std::io::Result<Bytes> 
     file.seek(SeekFrom::Start(range.start))?;
     let num_bytes = range.end - range.start;
     // `read_to_end` fills spare capacity without zeroing it first.
-    let mut buffer = Vec::with_capacity(usize::try_from(num_bytes).unwrap_or(usize::MAX));
+    let mut buffer = Vec::with_capacity(usize::try_from(num_bytes).unwrap_or(0));
     file.take(num_bytes).read_to_end(&mut buffer)?;
     Ok(Bytes::from(buffer))
 }
