@@ -60,6 +60,16 @@ pub trait Catalog: Send + Sync + 'static {
         sop_instance_uid: Option<&SopInstanceUid>,
     ) -> CatalogResult<Vec<String>>;
 
+    /// Returns the SOP Instance UID and DICOM JSON metadata of those of `sop_instance_uids` that
+    /// are stored in study `study_instance_uid`, in no particular order; UIDs not (or no
+    /// longer) stored there are left out. What an incremental reader of the event log needs:
+    /// the instances its new events name, not the whole study again.
+    async fn instance_metadata_by_uid(
+        &self,
+        study_instance_uid: &StudyUid,
+        sop_instance_uids: &[SopInstanceUid],
+    ) -> CatalogResult<Vec<(SopInstanceUid, String)>>;
+
     /// Runs a QIDO-RS / C-FIND query. Results are ordered stably (by the primary key of the
     /// level) so that paging never skips or repeats.
     async fn query(&self, query: &CatalogQuery) -> CatalogResult<Vec<QueryMatch>>;

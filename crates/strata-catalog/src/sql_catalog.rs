@@ -55,6 +55,10 @@ const SQLITE_CONNECTION_PRAGMAS: &str = "PRAGMA busy_timeout = 30000; \
      PRAGMA foreign_keys = ON;";
 
 /// How long a caller waits for a pooled connection before the catalog reports `Unavailable`.
+/// The most UIDs one `IN (...)` list binds (SQLite allows 32,766 parameters, PostgreSQL 65,535;
+/// far below both, and short enough for the statement cache).
+const MAX_UIDS_PER_STATEMENT: usize = 256;
+
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The SQL metadata catalog on SQLite (`sqlite://PATH`, the embedded default) or PostgreSQL
@@ -388,6 +392,38 @@ impl Catalog for SqlCatalog {
             .iter()
             .map(|row| rows::text(row, "metadata_json"))
             .collect()
+    }
+
+    #[tracing::instrument(name = "catalog.instance_metadata_by_uid", skip_all)]
+    async fn instance_metadata_by_uid(
+        &self,
+        study_instance_uid: &StudyUid,
+        sop_instance_uids: &[SopInstanceUid],
+    ) -> CatalogResult<Vec<(SopInstanceUid, String)>> {
+        let mut found = Vec::with_capacity(sop_instance_uids.len());
+        for chunk in sop_instance_uids.chunks(MAX_UIDS_PER_STATEMENT) {
+            let mut builder = SqlBuilder::new(
+                "SELECT i.sop_instance_uid, i.metadata_json FROM instance i \
+                 JOIN study st ON st.study_pk = i.study_pk \
+                 WHERE st.study_instance_uid = ",
+            );
+            builder
+                .push_bind(study_instance_uid.as_str())
+                .push(" AND i.sop_instance_uid IN ")
+                .push_bind_list(chunk.iter().map(SopInstanceUid::as_str));
+            let found_rows = builder
+                .build()
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|error| CatalogError::from_sqlx("read instance metadata", error))?;
+            for row in &found_rows {
+                found.push((
+                    rows::uid(row, "sop_instance_uid")?,
+                    rows::text(row, "metadata_json")?,
+                ));
+            }
+        }
+        Ok(found)
     }
 
     #[tracing::instrument(name = "catalog.query", skip_all)]

@@ -88,45 +88,75 @@ pub fn build_study_document(
     instances_json: &[String],
     settings: DocumentSettings,
 ) -> Option<StudyDocument> {
-    let mut builder = Builder {
-        settings,
-        document: StudyDocument {
-            study_instance_uid: study_instance_uid.to_owned(),
-            ..StudyDocument::default()
-        },
-        seen_text: BTreeSet::new(),
-        seen_names: BTreeSet::new(),
-        series: BTreeMap::new(),
-    };
-    let mut num_instances = 0u64;
+    let mut rollup = StudyRollup::new(study_instance_uid, settings);
     for instance_json in instances_json {
-        let Ok(Value::Object(dataset)) = serde_json::from_str::<Value>(instance_json) else {
-            continue;
-        };
-        num_instances += 1;
-        builder.add_instance(&dataset);
+        rollup.add_instance(instance_json);
     }
-    if num_instances == 0 {
-        return None;
-    }
-    let mut document = builder.document;
-    document.summary.num_instances = num_instances;
-    document.summary.series = builder.series.into_values().collect();
-    Some(document)
+    rollup.document()
 }
 
-struct Builder {
+/// The document of one study being rolled up instance by instance: what
+/// [`build_study_document`] folds over, kept so that instances stored later are added without
+/// reading the earlier ones again. Adding the same instances in any order gives the same
+/// fields; only the order of `text_values` (first seen first) follows the order of adding.
+#[derive(Debug, Clone)]
+pub struct StudyRollup {
     settings: DocumentSettings,
     document: StudyDocument,
+    num_instances: u64,
     seen_text: BTreeSet<String>,
     seen_names: BTreeSet<String>,
     series: BTreeMap<String, SeriesSummary>,
 }
 
+impl StudyRollup {
+    /// An empty rollup of study `study_instance_uid`.
+    pub fn new(study_instance_uid: &str, settings: DocumentSettings) -> Self {
+        Self {
+            settings,
+            document: StudyDocument {
+                study_instance_uid: study_instance_uid.to_owned(),
+                ..StudyDocument::default()
+            },
+            num_instances: 0,
+            seen_text: BTreeSet::new(),
+            seen_names: BTreeSet::new(),
+            series: BTreeMap::new(),
+        }
+    }
+
+    /// Adds one instance's DICOM JSON; returns `false` (and adds nothing) when it is not a
+    /// JSON object.
+    pub fn add_instance(&mut self, instance_json: &str) -> bool {
+        let Ok(Value::Object(dataset)) = serde_json::from_str::<Value>(instance_json) else {
+            return false;
+        };
+        self.num_instances += 1;
+        self.add_dataset(&dataset);
+        true
+    }
+
+    /// The number of instances added.
+    pub fn num_instances(&self) -> u64 {
+        self.num_instances
+    }
+
+    /// The document of the instances added so far; `None` when there are none.
+    pub fn document(&self) -> Option<StudyDocument> {
+        if self.num_instances == 0 {
+            return None;
+        }
+        let mut document = self.document.clone();
+        document.summary.num_instances = self.num_instances;
+        document.summary.series = self.series.values().cloned().collect();
+        Some(document)
+    }
+}
+
 type Dataset = serde_json::Map<String, Value>;
 
-impl Builder {
-    fn add_instance(&mut self, dataset: &Dataset) {
+impl StudyRollup {
+    fn add_dataset(&mut self, dataset: &Dataset) {
         let summary = &mut self.document.summary;
         fill_if_empty(
             &mut summary.study_description,

@@ -210,6 +210,11 @@ impl SearchIndex {
         Ok(self.payload()?.map_or(0, |payload| payload.sequence))
     }
 
+    /// What the documents of this index are built from.
+    pub fn document_settings(&self) -> DocumentSettings {
+        self.settings
+    }
+
     /// Replaces the document of a study with one built from `instances_json` (the DICOM JSON
     /// of all its instances), or removes it when the list is empty. Not visible until
     /// [`SearchIndex::commit`].

@@ -1,25 +1,39 @@
 //! The indexer: follows the catalog's event log and keeps the index in step with it.
 //!
-//! Exactly-once in effect: each event names a study, and applying it rebuilds that study's
-//! whole document from the catalog, so applying an event twice gives the same index as once.
-//! Both kinds are handled alike: after `InstanceStored` (a new or additional instance) and
-//! after `InstanceDeleted` the document is rebuilt from the instances the catalog holds now,
-//! and removed when none is left.
+//! Exactly-once in effect: each event names a study, and applying it makes that study's
+//! document the rollup of the instances the catalog holds now, so applying an event twice
+//! gives the same index as once. After `InstanceDeleted` the document is rebuilt from the
+//! catalog (and removed when no instance is left).
+//!
+//! Incremental while a study is being stored: the indexer keeps the rollup of the studies it
+//! indexed last (at most [`MAX_ROLLUPS`], with the SOP Instance UIDs each holds), so an
+//! `InstanceStored` event for one of them reads that one instance, not the whole study again.
+//! Without this, a 1,000-instance series stored over ten seconds was read in full at every
+//! poll (twenty times). The rollups are only a cache of what the catalog says: they are
+//! dropped on any error, on a delete in the study and on a rebuild, and a restarted indexer
+//! starts without them.
 //! The cursor (the last applied event) is committed in the same tantivy commit as the
 //! documents, so after a kill the index and its cursor are those of the last commit, and the
 //! events after it are applied again: nothing is lost, nothing is counted twice.
 
-use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use strata_catalog::Catalog;
-use strata_types::StudyUid;
+use strata_catalog::{Catalog, CatalogError, CatalogEvent, EventKind};
+use strata_types::{SopInstanceUid, StudyUid};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::document::{StudyDocument, StudyRollup};
 use crate::error::{SearchError, SearchErrorKind, SearchResult};
 use crate::index::SearchIndex;
+
+/// The most study rollups the indexer keeps between batches (the studies being stored now).
+pub const MAX_ROLLUPS: usize = 32;
+
+/// Rollups of larger studies are not kept (each holds the UIDs of its instances).
+const MAX_ROLLUP_INSTANCES: usize = 100_000;
 
 /// How the indexer paces itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +64,54 @@ pub struct Indexer {
     catalog: Arc<dyn Catalog>,
     index: Arc<SearchIndex>,
     settings: IndexerSettings,
+    rollups: Arc<Mutex<Rollups>>,
+}
+
+/// The rollup of a study whose document is staged in the index, and the instances it holds.
+struct CachedRollup {
+    rollup: StudyRollup,
+    instances: HashSet<SopInstanceUid>,
+    last_used: u64,
+}
+
+/// The cache of [`CachedRollup`]s, least recently used evicted first.
+#[derive(Default)]
+struct Rollups {
+    studies: HashMap<StudyUid, CachedRollup>,
+    clock: u64,
+}
+
+impl Rollups {
+    fn take(&mut self, study_instance_uid: &StudyUid) -> Option<CachedRollup> {
+        self.studies.remove(study_instance_uid)
+    }
+
+    fn put(&mut self, study_instance_uid: StudyUid, mut cached: CachedRollup) {
+        if cached.instances.len() > MAX_ROLLUP_INSTANCES {
+            return;
+        }
+        self.clock += 1;
+        cached.last_used = self.clock;
+        self.studies.insert(study_instance_uid, cached);
+        while self.studies.len() > MAX_ROLLUPS {
+            let Some(oldest) = self
+                .studies
+                .iter()
+                .min_by_key(|(_, cached)| cached.last_used)
+                .map(|(uid, _)| uid.clone())
+            else {
+                break;
+            };
+            self.studies.remove(&oldest);
+        }
+    }
+}
+
+/// What one batch of events asks of one study.
+#[derive(Default)]
+struct StudyEvents {
+    stored: Vec<SopInstanceUid>,
+    deleted: bool,
 }
 
 impl Indexer {
@@ -63,13 +125,32 @@ impl Indexer {
             catalog,
             index,
             settings,
+            rollups: Arc::default(),
         }
+    }
+
+    fn rollups(&self) -> std::sync::MutexGuard<'_, Rollups> {
+        self.rollups.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The number of study rollups kept between batches (see [`MAX_ROLLUPS`]).
+    pub fn num_cached_rollups(&self) -> usize {
+        self.rollups().studies.len()
     }
 
     /// Applies every event after the committed cursor, committing at least every
     /// `commit_interval` and once at the end. Returns the number of events applied. Stops
     /// early (after committing) when `shutdown` is cancelled.
     pub async fn catch_up(&self, shutdown: &CancellationToken) -> SearchResult<u64> {
+        let result = self.apply_events(shutdown).await;
+        if result.is_err() {
+            // Staged documents may have been rolled back: read every study afresh next time.
+            self.rollups().studies.clear();
+        }
+        result
+    }
+
+    async fn apply_events(&self, shutdown: &CancellationToken) -> SearchResult<u64> {
         let mut cursor = self.index.committed_sequence()?;
         let mut committed_cursor = cursor;
         let mut last_commit = Instant::now();
@@ -93,29 +174,16 @@ impl Indexer {
             // A lower bound while catching up (a full batch may be followed by more).
             strata_telemetry::metrics::set_search_indexer_lag(events.len() as i64);
             let last_sequence = last_event.sequence;
-            let studies: BTreeSet<StudyUid> = events
-                .iter()
-                .map(|event| event.study_instance_uid.clone())
-                .collect();
-            let mut staged = Vec::with_capacity(studies.len());
-            for study_instance_uid in studies {
-                let instances_json = self
-                    .catalog
-                    .instance_metadata(&study_instance_uid, None, None)
-                    .await
-                    .map_err(|error| {
-                        SearchError::new(
-                            SearchErrorKind::Catalog,
-                            "failed to read a study's metadata",
-                            error,
-                        )
-                    })?;
-                staged.push((study_instance_uid, instances_json));
+            let mut staged = Vec::new();
+            for (study_instance_uid, study_events) in events_by_study(&events) {
+                if let Some(document) = self.roll_up(&study_instance_uid, study_events).await? {
+                    staged.push((study_instance_uid, document));
+                }
             }
             let index = self.index.clone();
             run_blocking(move || {
-                for (study_instance_uid, instances_json) in &staged {
-                    index.stage_study(study_instance_uid.as_str(), instances_json)?;
+                for (study_instance_uid, document) in &staged {
+                    index.stage_document(study_instance_uid.as_str(), document.as_ref())?;
                 }
                 Ok(())
             })
@@ -135,6 +203,61 @@ impl Indexer {
             debug!(num_applied, sequence = cursor, "search index caught up");
         }
         Ok(num_applied)
+    }
+
+    /// Brings the rollup of a study up to date with its events and returns the document to
+    /// stage (`Some(None)`: remove it), or `None` when the document is already staged as is.
+    async fn roll_up(
+        &self,
+        study_instance_uid: &StudyUid,
+        study_events: StudyEvents,
+    ) -> SearchResult<Option<Option<StudyDocument>>> {
+        let cached = self.rollups().take(study_instance_uid);
+        let cached = match cached {
+            Some(mut cached) if !study_events.deleted => {
+                let mut missing = study_events.stored;
+                missing.retain(|uid| !cached.instances.contains(uid));
+                if missing.is_empty() {
+                    self.rollups().put(study_instance_uid.clone(), cached);
+                    return Ok(None);
+                }
+                let found = self
+                    .catalog
+                    .instance_metadata_by_uid(study_instance_uid, &missing)
+                    .await
+                    .map_err(metadata_error)?;
+                for (sop_instance_uid, instance_json) in found {
+                    if cached.instances.insert(sop_instance_uid) {
+                        cached.rollup.add_instance(&instance_json);
+                    }
+                }
+                cached
+            }
+            _ => {
+                let instances = self
+                    .catalog
+                    .instance_metadata_with_locations(study_instance_uid, None, None)
+                    .await
+                    .map_err(metadata_error)?;
+                let mut rollup =
+                    StudyRollup::new(study_instance_uid.as_str(), self.index.document_settings());
+                let mut uids = HashSet::with_capacity(instances.len());
+                for (location, instance_json) in instances {
+                    uids.insert(location.sop_instance_uid);
+                    rollup.add_instance(&instance_json);
+                }
+                CachedRollup {
+                    rollup,
+                    instances: uids,
+                    last_used: 0,
+                }
+            }
+        };
+        let document = cached.rollup.document();
+        if document.is_some() {
+            self.rollups().put(study_instance_uid.clone(), cached);
+        }
+        Ok(Some(document))
     }
 
     async fn commit(&self, sequence: i64) -> SearchResult<()> {
@@ -166,6 +289,7 @@ impl Indexer {
     /// or partial index until it completes; a rebuild interrupted by a kill resumes from its
     /// last commit like any catch-up.
     pub async fn rebuild(&self, shutdown: &CancellationToken) -> SearchResult<u64> {
+        self.rollups().studies.clear();
         let index = self.index.clone();
         run_blocking(move || {
             index.stage_delete_all()?;
@@ -174,6 +298,29 @@ impl Indexer {
         .await?;
         self.catch_up(shutdown).await
     }
+}
+
+/// Groups a batch of events by study, in study UID order.
+fn events_by_study(events: &[CatalogEvent]) -> BTreeMap<StudyUid, StudyEvents> {
+    let mut by_study: BTreeMap<StudyUid, StudyEvents> = BTreeMap::new();
+    for event in events {
+        let study_events = by_study
+            .entry(event.study_instance_uid.clone())
+            .or_default();
+        match event.kind {
+            EventKind::InstanceStored => study_events.stored.push(event.sop_instance_uid.clone()),
+            EventKind::InstanceDeleted => study_events.deleted = true,
+        }
+    }
+    by_study
+}
+
+fn metadata_error(error: CatalogError) -> SearchError {
+    SearchError::new(
+        SearchErrorKind::Catalog,
+        "failed to read a study's metadata",
+        error,
+    )
 }
 
 async fn run_blocking<T: Send + 'static>(

@@ -18,10 +18,10 @@ mod schema;
 
 pub use api::{LocalSearchService, SearchApiState, SearchService, parse_parameters, router};
 pub use document::{
-    DocumentSettings, SeriesSummary, StudyDocument, StudySummary, build_study_document,
+    DocumentSettings, SeriesSummary, StudyDocument, StudyRollup, StudySummary, build_study_document,
 };
 pub use error::{SearchError, SearchErrorKind, SearchResult};
 pub use index::SearchIndex;
-pub use indexer::{Indexer, IndexerSettings};
+pub use indexer::{Indexer, IndexerSettings, MAX_ROLLUPS};
 pub use query::{MAX_LIMIT, MAX_OFFSET, SearchHit, SearchRequest, SearchResponse, SortOrder};
 pub use remote::{HeaderInjector, RemoteSearchService};

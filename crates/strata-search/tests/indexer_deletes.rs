@@ -2,48 +2,16 @@
 //! keeps, a study losing its last instance leaves the index, and replaying the log (again, or
 //! from scratch) gives the same index.
 
+mod common;
+
 use std::sync::Arc;
 
-use strata_catalog::conformance::{synthetic_record, synthetic_series_uid, synthetic_study_uid};
-use strata_catalog::{DeleteScope, InstanceRecord};
-use strata_search::{DocumentSettings, Indexer, IndexerSettings, SearchIndex, SearchRequest};
+use strata_catalog::DeleteScope;
+use strata_catalog::conformance::{synthetic_series_uid, synthetic_study_uid};
+use strata_search::{DocumentSettings, Indexer, IndexerSettings, SearchIndex};
 use tokio_util::sync::CancellationToken;
 
-/// A synthetic record whose metadata carries `word` in its Study Description.
-fn record_with_word(study: u32, series: u32, instance: u32, word: &str) -> InstanceRecord {
-    let mut record = synthetic_record(study, series, instance);
-    record.metadata_json = format!(
-        r#"{{"00080016":{{"vr":"UI","Value":["{}"]}},"00080018":{{"vr":"UI","Value":["{}"]}},"0020000E":{{"vr":"UI","Value":["{}"]}},"00081030":{{"vr":"LO","Value":["{word}"]}}}}"#,
-        record.instance.sop_class_uid,
-        record.instance.sop_instance_uid,
-        record.series.series_instance_uid,
-    );
-    record
-}
-
-fn search(index: &SearchIndex, query: &str) -> Vec<(String, u64)> {
-    let response = index
-        .search(&SearchRequest {
-            query: query.to_owned(),
-            limit: 100,
-            ..SearchRequest::default()
-        })
-        .expect("search");
-    let mut hits: Vec<(String, u64)> = response
-        .hits
-        .into_iter()
-        .map(|hit| (hit.study_instance_uid, hit.summary.num_instances))
-        .collect();
-    hits.sort();
-    hits
-}
-
-async fn catch_up(indexer: &Indexer) -> u64 {
-    indexer
-        .catch_up(&CancellationToken::new())
-        .await
-        .expect("catch up")
-}
+use common::{catch_up, record_with_word, search};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_deletes_reindex_or_remove_studies_and_replay_is_idempotent() {

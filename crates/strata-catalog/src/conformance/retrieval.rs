@@ -76,6 +76,40 @@ pub async fn retrieval_support(catalog: Arc<dyn Catalog>) {
     );
     assert_eq!(entries[0].1, first.metadata_json);
 
+    // Metadata by UID: only the listed instances of that study, unknown UIDs left out, and
+    // more UIDs than one statement binds.
+    let mut asked = vec![
+        second.instance.sop_instance_uid.clone(),
+        other_series.instance.sop_instance_uid.clone(),
+        unknown.instance.sop_instance_uid.clone(),
+    ];
+    asked.extend((1..=600).map(|number| synthetic_record(1, 3, number).instance.sop_instance_uid));
+    let mut by_uid = catalog
+        .instance_metadata_by_uid(study, &asked)
+        .await
+        .unwrap();
+    by_uid.sort_by(|left, right| left.0.as_str().cmp(right.0.as_str()));
+    let mut expected = vec![
+        (
+            second.instance.sop_instance_uid.clone(),
+            second.metadata_json.clone(),
+        ),
+        (
+            other_series.instance.sop_instance_uid.clone(),
+            other_series.metadata_json.clone(),
+        ),
+    ];
+    expected.sort_by(|left, right| left.0.as_str().cmp(right.0.as_str()));
+    assert_eq!(by_uid, expected);
+    assert!(
+        catalog
+            .instance_metadata_by_uid(&unknown.study.study_instance_uid, &asked)
+            .await
+            .unwrap()
+            .is_empty(),
+        "the instances of another study"
+    );
+
     let document = |change_sequence: i64, text: &str| CachedSeriesMetadata {
         series_instance_uid: series.clone(),
         study_instance_uid: study.clone(),
