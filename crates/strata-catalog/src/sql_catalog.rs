@@ -12,6 +12,7 @@ mod filter;
 mod migrations;
 mod rows;
 mod search;
+mod sqlite_reads;
 mod store;
 mod tiering;
 mod uri;
@@ -32,6 +33,8 @@ use crate::{
     QueryMatch, QueryOrder, StoreOutcome, StoredObject,
 };
 use builder::SqlBuilder;
+use rows::CatalogRow;
+use sqlite_reads::SqliteReaders;
 use uri::{CatalogUri, parse_catalog_uri, prepare_sqlite_url};
 
 /// The SQL dialect behind a catalog.
@@ -76,6 +79,8 @@ pub struct SqlCatalog {
     /// SQLite group commit: stores waiting for the write lock; whoever takes the lock next
     /// commits all of them in one transaction (one WAL fsync). See `store::store_instance`.
     pending_stores: store::PendingStores,
+    /// Synchronous readers for the point reads on a viewer's latency path (SQLite only).
+    sqlite_readers: Option<SqliteReaders>,
 }
 
 impl std::fmt::Debug for SqlCatalog {
@@ -110,7 +115,7 @@ impl SqlCatalog {
         let pool_options = AnyPoolOptions::new()
             .max_connections(max_connections.max(1))
             .acquire_timeout(ACQUIRE_TIMEOUT);
-        let (pool, engine) = match parse_catalog_uri(uri)? {
+        let (pool, engine, sqlite_readers) = match parse_catalog_uri(uri)? {
             CatalogUri::Sqlite { path } => {
                 let sqlite_url = prepare_sqlite_url(&path).await?;
                 let pool = pool_options
@@ -130,7 +135,7 @@ impl SqlCatalog {
                         let action = format!("open the sqlite catalog at `{}`", path.display());
                         CatalogError::from_sqlx(&action, error)
                     })?;
-                (pool, Engine::Sqlite)
+                (pool, Engine::Sqlite, Some(SqliteReaders::new(path)))
             }
             CatalogUri::Postgres { uri } => {
                 let connect_error =
@@ -144,7 +149,7 @@ impl SqlCatalog {
                     .await
                     .map_err(connect_error)?;
                 let pool = pool_options.connect(&uri).await.map_err(connect_error)?;
-                (pool, Engine::Postgres)
+                (pool, Engine::Postgres, None)
             }
         };
         info!(engine = ?engine, "catalog connected");
@@ -153,6 +158,7 @@ impl SqlCatalog {
             engine,
             sqlite_write_lock: Mutex::new(()),
             pending_stores: store::PendingStores::default(),
+            sqlite_readers,
         })
     }
 
@@ -299,20 +305,31 @@ pub async fn open_catalog(uri: &str, max_connections: u32) -> CatalogResult<Arc<
     Ok(Arc::new(SqlCatalog::connect(uri, max_connections).await?))
 }
 
-fn instance_location(row: &AnyRow) -> CatalogResult<InstanceLocation> {
+fn instance_location(row: &impl CatalogRow) -> CatalogResult<InstanceLocation> {
     Ok(InstanceLocation {
-        study_instance_uid: rows::uid(row, "study_instance_uid")?,
-        series_instance_uid: rows::uid(row, "series_instance_uid")?,
-        sop_instance_uid: rows::uid(row, "sop_instance_uid")?,
-        sop_class_uid: rows::text(row, "sop_class_uid")?,
-        transfer_syntax_uid: rows::text(row, "transfer_syntax_uid")?,
+        study_instance_uid: row.uid("study_instance_uid")?,
+        series_instance_uid: row.uid("series_instance_uid")?,
+        sop_instance_uid: row.uid("sop_instance_uid")?,
+        sop_class_uid: row.text("sop_class_uid")?,
+        transfer_syntax_uid: row.text("transfer_syntax_uid")?,
         object: StoredObject {
-            key: ObjectKey::from_stored(rows::text(row, "object_key")?),
-            size_bytes: u64::try_from(rows::integer(row, "size_bytes")?)
+            key: ObjectKey::from_stored(row.text("object_key")?),
+            size_bytes: u64::try_from(row.integer("size_bytes")?)
                 .map_err(|_| CatalogError::corrupted("object size"))?,
-            sha256: rows::text(row, "sha256")?,
+            sha256: row.text("sha256")?,
         },
     })
+}
+
+/// Decodes the location, DICOM JSON and recorded pixel data layout of an instance row.
+fn location_metadata_layout(
+    row: &impl CatalogRow,
+) -> CatalogResult<(InstanceLocation, String, Option<String>)> {
+    Ok((
+        instance_location(row)?,
+        row.text("metadata_json")?,
+        row.optional_text("pixel_data_layout")?,
+    ))
 }
 
 fn catalog_event(row: &AnyRow) -> CatalogResult<CatalogEvent> {
@@ -527,21 +544,21 @@ impl Catalog for SqlCatalog {
             Some(series_instance_uid),
             Some(sop_instance_uid),
         );
+        if let Some(readers) = &self.sqlite_readers {
+            return readers
+                .read("read instance metadata", |connection| {
+                    let mut statement = connection.prepare_cached(builder.sql())?;
+                    let mut found = statement.query(builder.sqlite_params())?;
+                    Ok(found.next()?.map(location_metadata_layout))
+                })?
+                .transpose();
+        }
         let row = builder
             .build()
             .fetch_optional(&self.pool)
             .await
             .map_err(|error| CatalogError::from_sqlx("read instance metadata", error))?;
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        let layout = sqlx::Row::try_get::<Option<String>, _>(&row, "pixel_data_layout")
-            .map_err(|error| CatalogError::from_sqlx("decode a catalog row", error))?;
-        Ok(Some((
-            instance_location(&row)?,
-            rows::text(&row, "metadata_json")?,
-            layout,
-        )))
+        row.as_ref().map(location_metadata_layout).transpose()
     }
 
     async fn instance_pixel_data_layout(

@@ -95,10 +95,25 @@ impl SqlBuilder {
         self
     }
 
-    /// Returns the SQL text.
-    #[cfg(test)]
+    /// Returns the SQL text (for the synchronous SQLite readers too: SQLite numbers `$N`
+    /// parameters in order of appearance, as sqlx does).
     pub(crate) fn sql(&self) -> &str {
         &self.sql
+    }
+
+    /// Returns the bound values as `rusqlite` parameters, in placeholder order.
+    pub(crate) fn sqlite_params(&self) -> rusqlite::ParamsFromIter<Vec<rusqlite::types::Value>> {
+        use rusqlite::types::Value;
+        let values = self
+            .values
+            .iter()
+            .map(|value| match value {
+                SqlValue::Text(text) => Value::Text(text.clone()),
+                SqlValue::OptionalText(text) => text.clone().map_or(Value::Null, Value::Text),
+                SqlValue::Int(number) => number.map_or(Value::Null, Value::Integer),
+            })
+            .collect::<Vec<_>>();
+        rusqlite::params_from_iter(values)
     }
 
     /// Returns the bound values, in placeholder order.

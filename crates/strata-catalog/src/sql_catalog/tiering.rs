@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
-use sqlx::Row;
 use sqlx::any::AnyRow;
 use strata_types::{ObjectKey, StudyUid};
 
@@ -14,6 +13,7 @@ use crate::tiering::{
 };
 use crate::{CatalogError, CatalogResult};
 
+use super::rows::CatalogRow;
 use super::store::unix_time_ms;
 use super::{SqlCatalog, rows};
 
@@ -43,8 +43,7 @@ fn sql_error(action: &'static str) -> impl FnOnce(sqlx::Error) -> CatalogError {
 }
 
 fn optional_text(row: &AnyRow, column: &str) -> CatalogResult<Option<String>> {
-    row.try_get(column)
-        .map_err(|error| CatalogError::from_sqlx("decode a catalog row", error))
+    row.optional_text(column)
 }
 
 fn placement(row: &AnyRow) -> CatalogResult<ObjectPlacement> {
@@ -58,20 +57,45 @@ fn placement(row: &AnyRow) -> CatalogResult<ObjectPlacement> {
     })
 }
 
-fn tier_move(row: &AnyRow) -> CatalogResult<TierMove> {
-    let state = match rows::text(row, "state")?.as_str() {
+fn tier_move(row: &impl CatalogRow) -> CatalogResult<TierMove> {
+    let state = match row.text("state")?.as_str() {
         "copying" => MoveState::Copying,
         "committed" => MoveState::Committed,
         _ => return Err(CatalogError::corrupted("tier_move.state")),
     };
     Ok(TierMove {
-        object_key: ObjectKey::from_stored(rows::text(row, "object_key")?),
-        from_tier: rows::text(row, "from_tier")?,
-        to_tier: rows::text(row, "to_tier")?,
+        object_key: ObjectKey::from_stored(row.text("object_key")?),
+        from_tier: row.text("from_tier")?,
+        to_tier: row.text("to_tier")?,
         state,
-        created_at_ms: rows::integer(row, "created_at_ms")?,
+        created_at_ms: row.integer("created_at_ms")?,
     })
 }
+
+/// The tier of an object and the study it belongs to (see `object_tier`), from its row.
+fn object_tier_row(row: &impl CatalogRow, move_opt: Option<TierMove>) -> CatalogResult<ObjectTier> {
+    Ok(ObjectTier {
+        tier: row
+            .optional_text("tier")?
+            .unwrap_or_else(|| DEFAULT_TIER.to_owned()),
+        study_instance_uid: row
+            .optional_text("study_instance_uid")?
+            .map(|uid| {
+                uid.parse()
+                    .map_err(|_| CatalogError::corrupted("study_instance_uid"))
+            })
+            .transpose()?,
+        move_opt,
+    })
+}
+
+const OBJECT_TIER_SELECT: &str = "SELECT (SELECT tier FROM tier_object WHERE object_key = $1) AS tier, \
+     (SELECT MIN(st.study_instance_uid) FROM instance i \
+        JOIN study st ON st.study_pk = i.study_pk WHERE i.object_key = $2) \
+        AS study_instance_uid";
+
+const TIER_MOVE_SELECT: &str = "SELECT object_key, from_tier, to_tier, state, created_at_ms \
+     FROM tier_move WHERE object_key = $1";
 
 fn fixity_record(row: &AnyRow) -> CatalogResult<FixityRecord> {
     Ok(FixityRecord {
@@ -154,37 +178,33 @@ impl SqlCatalog {
 #[async_trait]
 impl TierCatalog for SqlCatalog {
     async fn object_tier(&self, object_key: &ObjectKey) -> CatalogResult<ObjectTier> {
-        let row = sqlx::query(
-            "SELECT (SELECT tier FROM tier_object WHERE object_key = $1) AS tier, \
-             (SELECT MIN(st.study_instance_uid) FROM instance i \
-                JOIN study st ON st.study_pk = i.study_pk WHERE i.object_key = $2) \
-                AS study_instance_uid",
-        )
-        .bind(object_key.as_str())
-        .bind(object_key.as_str())
-        .fetch_one(&self.pool)
-        .await
-        .map_err(sql_error("read the tier of an object"))?;
-        let move_row = sqlx::query(
-            "SELECT object_key, from_tier, to_tier, state, created_at_ms FROM tier_move \
-             WHERE object_key = $1",
-        )
-        .bind(object_key.as_str())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(sql_error("read the move of an object"))?;
-        let study_instance_uid = match optional_text(&row, "study_instance_uid")? {
-            Some(uid) => Some(
-                uid.parse()
-                    .map_err(|_| CatalogError::corrupted("study_instance_uid"))?,
-            ),
-            None => None,
-        };
-        Ok(ObjectTier {
-            tier: optional_text(&row, "tier")?.unwrap_or_else(|| DEFAULT_TIER.to_owned()),
-            study_instance_uid,
-            move_opt: move_row.as_ref().map(tier_move).transpose()?,
-        })
+        // On every first read of an object (a frame, a retrieval): the synchronous readers.
+        if let Some(readers) = &self.sqlite_readers {
+            return readers.read("read the tier of an object", |connection| {
+                let move_opt = connection
+                    .prepare_cached(TIER_MOVE_SELECT)?
+                    .query([object_key.as_str()])?
+                    .next()?
+                    .map(tier_move)
+                    .transpose();
+                let mut statement = connection.prepare_cached(OBJECT_TIER_SELECT)?;
+                let mut found = statement.query([object_key.as_str(), object_key.as_str()])?;
+                let row = found.next()?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
+                Ok(move_opt.and_then(|move_opt| object_tier_row(row, move_opt)))
+            })?;
+        }
+        let row = sqlx::query(OBJECT_TIER_SELECT)
+            .bind(object_key.as_str())
+            .bind(object_key.as_str())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(sql_error("read the tier of an object"))?;
+        let move_row = sqlx::query(TIER_MOVE_SELECT)
+            .bind(object_key.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(sql_error("read the move of an object"))?;
+        object_tier_row(&row, move_row.as_ref().map(tier_move).transpose()?)
     }
 
     async fn study_placements(
