@@ -25,7 +25,7 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{Any, AnyConnection, AnyPool, Connection, Executor, Transaction};
 use strata_types::{ObjectKey, SeriesUid, SopInstanceUid, StudyUid};
 use tokio::sync::{Mutex, MutexGuard};
-use tracing::info;
+use tracing::{debug, info};
 
 use crate::{
     CachedSeriesMetadata, Catalog, CatalogError, CatalogErrorKind, CatalogEvent, CatalogQuery,
@@ -545,13 +545,15 @@ impl Catalog for SqlCatalog {
             Some(sop_instance_uid),
         );
         if let Some(readers) = &self.sqlite_readers {
-            return readers
-                .read("read instance metadata", |connection| {
-                    let mut statement = connection.prepare_cached(builder.sql())?;
-                    let mut found = statement.query(builder.sqlite_params())?;
-                    Ok(found.next()?.map(location_metadata_layout))
-                })?
-                .transpose();
+            let read = readers.read("read instance metadata", |connection| {
+                let mut statement = connection.prepare_cached(builder.sql())?;
+                let mut found = statement.query(builder.sqlite_params())?;
+                Ok(found.next()?.map(location_metadata_layout))
+            });
+            match read {
+                Ok(found) => return found.transpose(),
+                Err(error) => debug!(%error, "synchronous catalog read failed; using the pool"),
+            }
         }
         let row = builder
             .build()
@@ -661,5 +663,54 @@ impl Catalog for SqlCatalog {
         .await
         .map_err(|error| CatalogError::from_sqlx("store a series metadata document", error))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conformance::synthetic_record;
+
+    async fn read_both(
+        catalog: &SqlCatalog,
+        record: &InstanceRecord,
+    ) -> (
+        (InstanceLocation, String, Option<String>),
+        crate::tiering::ObjectTier,
+    ) {
+        let found = catalog
+            .instance_with_layout(
+                &record.study.study_instance_uid,
+                &record.series.series_instance_uid,
+                &record.instance.sop_instance_uid,
+            )
+            .await
+            .expect("read")
+            .expect("found");
+        let tier = crate::TierCatalog::object_tier(catalog, &record.object.key)
+            .await
+            .expect("tier");
+        (found, tier)
+    }
+
+    /// A synchronous read that fails (here: its file is gone from under it) is answered by
+    /// the pool instead; the readers and the pool give the same answers otherwise.
+    #[tokio::test]
+    async fn test_point_reads_fall_back_to_the_pool_when_the_readers_fail() {
+        let directory = tempfile::tempdir().expect("temp dir");
+        let uri = format!("sqlite://{}/catalog.db", directory.path().display());
+        let mut catalog = SqlCatalog::connect(&uri, 2).await.expect("catalog");
+        let record = synthetic_record(1, 1, 1);
+        catalog.store_instance(&record).await.expect("store");
+        let through_readers = read_both(&catalog, &record).await;
+        assert_eq!(
+            through_readers.0.0.sop_instance_uid,
+            record.instance.sop_instance_uid
+        );
+        assert_eq!(through_readers.0.1, record.metadata_json);
+
+        catalog.sqlite_readers = Some(SqliteReaders::new(directory.path().join("missing/x.db")));
+        let through_pool = read_both(&catalog, &record).await;
+        assert_eq!(through_pool, through_readers);
     }
 }
