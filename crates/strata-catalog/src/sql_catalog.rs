@@ -693,15 +693,17 @@ mod tests {
         (found, tier)
     }
 
-    /// A synchronous read that fails (here: its file is gone from under it) is answered by
-    /// the pool instead; the readers and the pool give the same answers otherwise.
+    /// Each path answers alone, and both give the same answers: with the pool closed the
+    /// synchronous readers answer; with readers that cannot open their file, a second catalog
+    /// on the same database answers through its pool.
     #[tokio::test]
     async fn test_point_reads_fall_back_to_the_pool_when_the_readers_fail() {
         let directory = tempfile::tempdir().expect("temp dir");
         let uri = format!("sqlite://{}/catalog.db", directory.path().display());
-        let mut catalog = SqlCatalog::connect(&uri, 2).await.expect("catalog");
+        let catalog = SqlCatalog::connect(&uri, 2).await.expect("catalog");
         let record = synthetic_record(1, 1, 1);
         catalog.store_instance(&record).await.expect("store");
+        catalog.pool.close().await;
         let through_readers = read_both(&catalog, &record).await;
         assert_eq!(
             through_readers.0.0.sop_instance_uid,
@@ -709,6 +711,7 @@ mod tests {
         );
         assert_eq!(through_readers.0.1, record.metadata_json);
 
+        let mut catalog = SqlCatalog::connect(&uri, 2).await.expect("catalog");
         catalog.sqlite_readers = Some(SqliteReaders::new(directory.path().join("missing/x.db")));
         let through_pool = read_both(&catalog, &record).await;
         assert_eq!(through_pool, through_readers);

@@ -28,9 +28,7 @@ pub(crate) fn uid<U>(row: &AnyRow, column: &str) -> CatalogResult<U>
 where
     U: std::str::FromStr,
 {
-    text(row, column)?
-        .parse()
-        .map_err(|_| CatalogError::corrupted(column))
+    CatalogRow::uid(row, column)
 }
 
 /// A row of either driver (sqlx's `AnyRow`, or a `rusqlite` row of the synchronous SQLite

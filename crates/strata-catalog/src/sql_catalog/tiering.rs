@@ -42,10 +42,6 @@ fn sql_error(action: &'static str) -> impl FnOnce(sqlx::Error) -> CatalogError {
     move |error| CatalogError::from_sqlx(action, error)
 }
 
-fn optional_text(row: &AnyRow, column: &str) -> CatalogResult<Option<String>> {
-    row.optional_text(column)
-}
-
 fn placement(row: &AnyRow) -> CatalogResult<ObjectPlacement> {
     Ok(ObjectPlacement {
         object_key: ObjectKey::from_stored(rows::text(row, "object_key")?),
@@ -123,7 +119,7 @@ fn study_facts_row(row: &AnyRow) -> CatalogResult<(i64, StudyFacts)> {
         retention: StudyRetention {
             legal_hold: rows::optional_integer(row, "legal_hold")?.unwrap_or(0) != 0,
             retain_until_ms: rows::optional_integer(row, "retain_until_ms")?,
-            pinned_tier: optional_text(row, "pinned_tier")?,
+            pinned_tier: row.optional_text("pinned_tier")?,
             pinned_until_ms: rows::optional_integer(row, "pinned_until_ms")?,
         },
     };
@@ -480,7 +476,7 @@ impl TierCatalog for SqlCatalog {
         Ok(StudyRetention {
             legal_hold: rows::integer(&row, "legal_hold")? != 0,
             retain_until_ms: rows::optional_integer(&row, "retain_until_ms")?,
-            pinned_tier: optional_text(&row, "pinned_tier")?,
+            pinned_tier: row.optional_text("pinned_tier")?,
             pinned_until_ms: rows::optional_integer(&row, "pinned_until_ms")?,
         })
     }
