@@ -44,24 +44,27 @@ pub(crate) enum Engine {
     Postgres,
 }
 
-/// Pragmas every SQLite connection runs first. `busy_timeout` comes first so the others wait
-/// for a lock instead of failing; WAL lets readers run beside the writer; `synchronous = FULL`
-/// syncs the WAL on every commit, so a committed instance survives a power cut.
 /// The columns `instance_location` reads, for `instance_selection`.
 const LOCATION_COLUMNS: &str = "st.study_instance_uid, se.series_instance_uid, \
      i.sop_instance_uid, i.sop_class_uid, i.transfer_syntax_uid, i.object_key, i.size_bytes, \
      i.sha256";
 
-const SQLITE_CONNECTION_PRAGMAS: &str = "PRAGMA busy_timeout = 30000; \
-     PRAGMA journal_mode = WAL; \
-     PRAGMA synchronous = FULL; \
-     PRAGMA foreign_keys = ON;";
-
-/// How long a caller waits for a pooled connection before the catalog reports `Unavailable`.
 /// The most UIDs one `IN (...)` list binds (SQLite allows 32,766 parameters, PostgreSQL 65,535;
 /// far below both, and short enough for the statement cache).
 const MAX_UIDS_PER_STATEMENT: usize = 256;
 
+/// Pragmas every SQLite connection runs first. `busy_timeout` comes first so the others wait
+/// for a lock instead of failing; WAL lets readers run beside the writer; `synchronous = FULL`
+/// syncs the WAL on every commit, so a committed instance survives a power cut;
+/// `temp_store = MEMORY` keeps the statement journal of a savepoint (one per instance in a
+/// group commit) in memory instead of creating and deleting a temporary file each time.
+const SQLITE_CONNECTION_PRAGMAS: &str = "PRAGMA busy_timeout = 30000; \
+     PRAGMA journal_mode = WAL; \
+     PRAGMA synchronous = FULL; \
+     PRAGMA foreign_keys = ON; \
+     PRAGMA temp_store = MEMORY;";
+
+/// How long a caller waits for a pooled connection before the catalog reports `Unavailable`.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The SQL metadata catalog on SQLite (`sqlite://PATH`, the embedded default) or PostgreSQL
@@ -81,6 +84,8 @@ pub struct SqlCatalog {
     pending_stores: store::PendingStores,
     /// Synchronous readers for the point reads on a viewer's latency path (SQLite only).
     sqlite_readers: Option<SqliteReaders>,
+    /// The synchronous connection of the SQLite group commit (SQLite only).
+    sqlite_writer: Option<store::SqliteWriterSlot>,
 }
 
 impl std::fmt::Debug for SqlCatalog {
@@ -115,7 +120,7 @@ impl SqlCatalog {
         let pool_options = AnyPoolOptions::new()
             .max_connections(max_connections.max(1))
             .acquire_timeout(ACQUIRE_TIMEOUT);
-        let (pool, engine, sqlite_readers) = match parse_catalog_uri(uri)? {
+        let (pool, engine, sqlite_path) = match parse_catalog_uri(uri)? {
             CatalogUri::Sqlite { path } => {
                 let sqlite_url = prepare_sqlite_url(&path).await?;
                 let pool = pool_options
@@ -135,7 +140,7 @@ impl SqlCatalog {
                         let action = format!("open the sqlite catalog at `{}`", path.display());
                         CatalogError::from_sqlx(&action, error)
                     })?;
-                (pool, Engine::Sqlite, Some(SqliteReaders::new(path)))
+                (pool, Engine::Sqlite, Some(path))
             }
             CatalogUri::Postgres { uri } => {
                 let connect_error =
@@ -158,7 +163,8 @@ impl SqlCatalog {
             engine,
             sqlite_write_lock: Mutex::new(()),
             pending_stores: store::PendingStores::default(),
-            sqlite_readers,
+            sqlite_readers: sqlite_path.clone().map(SqliteReaders::new),
+            sqlite_writer: sqlite_path.map(store::SqliteWriterSlot::new),
         })
     }
 
@@ -361,6 +367,18 @@ impl Catalog for SqlCatalog {
         &self,
         sop_instance_uid: &SopInstanceUid,
     ) -> CatalogResult<Option<String>> {
+        // The duplicate check of every ingest: a point read by a unique key.
+        if let Some(readers) = &self.sqlite_readers {
+            let read = readers.read("read an instance checksum", |connection| {
+                let mut statement = connection.prepare_cached(store::EXISTING_SHA256_SQL)?;
+                let mut found = statement.query([sop_instance_uid.as_str()])?;
+                found.next()?.map(|row| row.get::<_, String>(0)).transpose()
+            });
+            match read {
+                Ok(found) => return Ok(found),
+                Err(error) => debug!(%error, "synchronous catalog read failed; using the pool"),
+            }
+        }
         store::existing_sha256(&self.pool, sop_instance_uid.as_str())
             .await
             .map_err(|error| CatalogError::from_sqlx("read an instance checksum", error))
@@ -547,7 +565,8 @@ impl Catalog for SqlCatalog {
         if let Some(readers) = &self.sqlite_readers {
             let read = readers.read("read instance metadata", |connection| {
                 let mut statement = connection.prepare_cached(builder.sql())?;
-                let mut found = statement.query(builder.sqlite_params())?;
+                builder.bind_sqlite(&mut statement)?;
+                let mut found = statement.raw_query();
                 Ok(found.next()?.map(location_metadata_layout))
             });
             match read {

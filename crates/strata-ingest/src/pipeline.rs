@@ -11,6 +11,7 @@ use strata_catalog::{
 use strata_dicom::{InspectLimits, InspectedInstance, inspect_file, write_part10_header};
 use strata_storage::BlobStore;
 use strata_telemetry::metrics::IngestOutcomeLabel;
+use strata_types::blocking::run_blocking;
 use strata_types::{ObjectKey, StudyUid};
 use tracing::{info, warn};
 
@@ -104,7 +105,7 @@ impl IngestPipeline {
         };
         let path = spooled.path().to_owned();
         let parse_span = tracing::info_span!("dicom.parse", num_bytes = spooled.size_bytes);
-        let inspected = match tokio::task::spawn_blocking(move || {
+        let inspected = match run_blocking(move || {
             parse_span.in_scope(|| inspect_file(&path, limits))
         })
         .await
@@ -119,8 +120,8 @@ impl IngestPipeline {
                     message: error.reason,
                 };
             }
-            Err(join_error) => {
-                warn!(error = %join_error, "inspection task failed");
+            Err(task_failed) => {
+                warn!(error = %task_failed, "inspection task failed");
                 return processing_failure(None, "internal error while parsing the object");
             }
         };

@@ -116,7 +116,7 @@ pub(crate) async fn put_spooled(
         .path_to_filesystem(&location)
         .map_err(|error| StorageError::from_object_store(error, CONTEXT, Some(key)))?;
     let source = path.to_path_buf();
-    let linked = tokio::task::spawn_blocking(move || link_into_place(&source, &target))
+    let linked = strata_types::blocking::run_blocking(move || link_into_place(&source, &target))
         .await
         .map_err(|error| {
             StorageError::new(StorageErrorKind::Io, CONTEXT)

@@ -1,8 +1,9 @@
 //! Shared vocabulary of Strata: validated DICOM UIDs, object keys and error codes.
 //!
 //! This crate performs no I/O and depends on no other Strata crate; every other crate may
-//! depend on it.
+//! depend on it. `blocking` is the one runtime helper every layer shares.
 
+pub mod blocking;
 mod error_code;
 mod object_key;
 mod origin;

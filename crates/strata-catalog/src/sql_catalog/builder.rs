@@ -55,6 +55,14 @@ impl SqlBuilder {
         }
     }
 
+    /// A statement whose `$1..$N` placeholders are already in `sql`, with their values.
+    pub(crate) fn with_values<const N: usize>(sql: &str, values: [SqlValue; N]) -> Self {
+        Self {
+            sql: sql.to_owned(),
+            values: values.into(),
+        }
+    }
+
     /// Appends SQL text written in this crate (never a user value).
     pub(crate) fn push(&mut self, sql: &str) -> &mut Self {
         self.sql.push_str(sql);
@@ -95,25 +103,35 @@ impl SqlBuilder {
         self
     }
 
-    /// Returns the SQL text (for the synchronous SQLite readers too: SQLite numbers `$N`
-    /// parameters in order of appearance, as sqlx does).
+    /// Returns the SQL text.
     pub(crate) fn sql(&self) -> &str {
         &self.sql
     }
 
-    /// Returns the bound values as `rusqlite` parameters, in placeholder order.
-    pub(crate) fn sqlite_params(&self) -> rusqlite::ParamsFromIter<Vec<rusqlite::types::Value>> {
+    /// Binds the values to a `rusqlite` statement prepared from [`SqlBuilder::sql`]. SQLite
+    /// treats `$N` as a named parameter and numbers parameters in order of first appearance,
+    /// so `$2` may well be its first: each is bound by its name's number, not by position.
+    pub(crate) fn bind_sqlite(&self, statement: &mut rusqlite::Statement<'_>) -> rusqlite::Result<()> {
         use rusqlite::types::Value;
-        let values = self
-            .values
-            .iter()
-            .map(|value| match value {
+        for index in 1..=statement.parameter_count() {
+            let value = statement
+                .parameter_name(index)
+                .and_then(|name| name.strip_prefix('$'))
+                .and_then(|number| number.parse::<usize>().ok())
+                .and_then(|number| number.checked_sub(1))
+                .and_then(|position| self.values.get(position))
+                .ok_or(rusqlite::Error::InvalidParameterCount(
+                    index,
+                    self.values.len(),
+                ))?;
+            let value = match value {
                 SqlValue::Text(text) => Value::Text(text.clone()),
                 SqlValue::OptionalText(text) => text.clone().map_or(Value::Null, Value::Text),
                 SqlValue::Int(number) => number.map_or(Value::Null, Value::Integer),
-            })
-            .collect::<Vec<_>>();
-        rusqlite::params_from_iter(values)
+            };
+            statement.raw_bind_parameter(index, value)?;
+        }
+        Ok(())
     }
 
     /// Returns the bound values, in placeholder order.
@@ -155,5 +173,19 @@ mod tests {
         assert_eq!(builder.values.len(), 5);
         assert_eq!(builder.values[0], SqlValue::Text("x".to_owned()));
         assert_eq!(builder.values[4], SqlValue::Int(None));
+    }
+
+    #[test]
+    fn test_sqlite_binds_placeholders_by_number_not_by_position() {
+        let connection = rusqlite::Connection::open_in_memory().unwrap();
+        let builder = SqlBuilder::with_values(
+            "SELECT $3 || '-' || $1 || '-' || $2 || '-' || $1",
+            ["a".into(), "b".into(), "c".into()],
+        );
+        let mut statement = connection.prepare(builder.sql()).unwrap();
+        builder.bind_sqlite(&mut statement).unwrap();
+        let mut rows = statement.raw_query();
+        let joined: String = rows.next().unwrap().unwrap().get(0).unwrap();
+        assert_eq!(joined, "c-a-b-a");
     }
 }

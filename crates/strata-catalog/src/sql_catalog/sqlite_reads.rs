@@ -97,7 +97,7 @@ impl SqliteReaders {
 
 /// Wraps a rusqlite error raised while doing `action`. As with sqlx errors, the message names
 /// the class only: SQLite messages can quote values, and values may be patient data.
-fn sqlite_error(action: &str, error: rusqlite::Error) -> CatalogError {
+pub(crate) fn sqlite_error(action: &str, error: rusqlite::Error) -> CatalogError {
     let (kind, class) = match &error {
         rusqlite::Error::SqliteFailure(failure, _) => (
             CatalogErrorKind::Unavailable,

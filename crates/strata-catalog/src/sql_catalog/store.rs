@@ -15,22 +15,28 @@
 //! inside its own savepoint (a failing record is rolled back alone), so N concurrent stores
 //! (eight DIMSE associations, a parallel STOW) cost one WAL fsync instead of N. A lone store
 //! is a batch of one: nothing waits for company. The answer of each store is only sent after
-//! the shared COMMIT returned, so "acknowledged" still means "durable".
+//! the shared COMMIT returned, so "acknowledged" still means "durable". The group's
+//! statements run on a synchronous `rusqlite` connection on the committing thread, not
+//! through sqlx's worker thread (see `connection`); PostgreSQL stores go through sqlx, one
+//! transaction each (row locks let them run side by side).
 
+mod connection;
 mod entities;
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::path::PathBuf;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use sqlx::{Any, AnyConnection, Executor, Row};
+use sqlx::{Any, Executor, Row};
 use tracing::debug;
 
-use crate::error::is_unique_violation;
 use crate::{
     CatalogError, CatalogErrorKind, CatalogResult, EventKind, InstanceRecord, StoreOutcome,
 };
 
 use super::builder::{SqlBuilder, SqlValue};
 use super::{Engine, SqlCatalog};
+use connection::{SqliteWriter, WriteConnection, WriteError};
 
 /// How many times a store is retried after losing a uniqueness race.
 const MAX_ATTEMPTS: u32 = 3;
@@ -41,28 +47,70 @@ const MAX_GROUP_SIZE: usize = 64;
 /// A store waiting for the next SQLite group commit, and where its result goes.
 struct PendingStore {
     record: InstanceRecord,
-    reply: tokio::sync::oneshot::Sender<Result<Option<StoreOutcome>, sqlx::Error>>,
+    reply: tokio::sync::oneshot::Sender<Result<Option<StoreOutcome>, WriteError>>,
 }
 
 /// The queue of the SQLite group commit.
 #[derive(Default)]
-pub(crate) struct PendingStores(std::sync::Mutex<Vec<PendingStore>>);
+pub(crate) struct PendingStores(Mutex<Vec<PendingStore>>);
 
 impl PendingStores {
     fn push(&self, pending: PendingStore) {
         self.0
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unwrap_or_else(PoisonError::into_inner)
             .push(pending);
     }
 
     fn take(&self, max: usize) -> Vec<PendingStore> {
-        let mut queue = self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut queue = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         let num_taken = queue.len().min(max);
         queue.drain(..num_taken).collect()
+    }
+}
+
+/// The synchronous connection SQLite group commits write through (see `connection`). Only
+/// used while the catalog's writer mutex is held; kept open between commits, dropped after
+/// a failure so that the next commit starts on a fresh one.
+pub(crate) struct SqliteWriterSlot {
+    path: PathBuf,
+    connection: Mutex<Option<rusqlite::Connection>>,
+}
+
+impl SqliteWriterSlot {
+    /// The writer of the database file at `path` (created and in WAL mode already).
+    pub(crate) fn new(path: PathBuf) -> Self {
+        Self {
+            path,
+            connection: Mutex::new(None),
+        }
+    }
+
+    fn take_or_open(&self) -> rusqlite::Result<rusqlite::Connection> {
+        let idle = self
+            .connection
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        match idle {
+            Some(connection) => Ok(connection),
+            None => {
+                let connection = rusqlite::Connection::open(&self.path)?;
+                // As the pool's connections (`SQLITE_CONNECTION_PRAGMAS`); WAL mode is a
+                // property of the file, set by the pool.
+                connection.busy_timeout(Duration::from_secs(30))?;
+                connection.execute_batch(
+                    "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; \
+                     PRAGMA temp_store = MEMORY;",
+                )?;
+                connection.set_prepared_statement_cache_capacity(64);
+                Ok(connection)
+            }
+        }
+    }
+
+    fn put_back(&self, connection: rusqlite::Connection) {
+        *self.connection.lock().unwrap_or_else(PoisonError::into_inner) = Some(connection);
     }
 }
 
@@ -80,8 +128,8 @@ pub(crate) async fn store_instance(
         match attempt_result {
             Ok(Some(outcome)) => return Ok(outcome),
             Ok(None) => {}
-            Err(error) if is_unique_violation(&error) => {}
-            Err(error) => return Err(CatalogError::from_sqlx("store an instance", error)),
+            Err(error) if error.is_unique_violation() => {}
+            Err(error) => return Err(error.into_catalog_error("store an instance")),
         }
         // Another writer committed a row this transaction was about to create.
         let existing = existing_sha256(&catalog.pool, sop_instance_uid)
@@ -101,6 +149,10 @@ pub(crate) async fn store_instance(
     ))
 }
 
+/// The SHA-256 of the instance with the SOP Instance UID `$1`.
+pub(crate) const EXISTING_SHA256_SQL: &str =
+    "SELECT sha256 FROM instance WHERE sop_instance_uid = $1";
+
 /// Returns the SHA-256 of the instance with this SOP Instance UID, if it is stored.
 pub(crate) async fn existing_sha256<'e, E>(
     executor: E,
@@ -109,7 +161,7 @@ pub(crate) async fn existing_sha256<'e, E>(
 where
     E: Executor<'e, Database = Any>,
 {
-    let row = sqlx::query("SELECT sha256 FROM instance WHERE sop_instance_uid = $1")
+    let row = sqlx::query(EXISTING_SHA256_SQL)
         .bind(sop_instance_uid)
         .fetch_optional(executor)
         .await?;
@@ -129,7 +181,7 @@ fn outcome_for_existing(existing_sha256: String, record: &InstanceRecord) -> Sto
 async fn store_in_group(
     catalog: &SqlCatalog,
     record: &InstanceRecord,
-) -> Result<Option<StoreOutcome>, sqlx::Error> {
+) -> Result<Option<StoreOutcome>, WriteError> {
     let (reply, result) = tokio::sync::oneshot::channel();
     catalog.pending_stores.push(PendingStore {
         record: record.clone(),
@@ -149,77 +201,110 @@ async fn store_in_group(
         }
     }
     result.await.unwrap_or_else(|_| {
-        Err(sqlx::Error::Io(std::io::Error::other(
-            "the group commit ended without an answer",
-        )))
+        Err(WriteError::UnexpectedRow(
+            "end of a group commit without an answer",
+        ))
     })
 }
 
-/// Stores `batch` in one SQLite transaction, one savepoint per record, and answers each.
+/// Stores `batch` in one SQLite transaction on the synchronous writer connection, in place
+/// (see `strata_types::blocking::run_blocking`), and answers each store.
 async fn commit_group(catalog: &SqlCatalog, batch: Vec<PendingStore>) {
-    let shared_failure = |action: &str, error: &sqlx::Error| {
-        sqlx::Error::Io(std::io::Error::other(format!(
-            "{action} failed for a group of stores: {error}"
-        )))
+    let Some(slot) = &catalog.sqlite_writer else {
+        for pending in batch {
+            let _ = pending
+                .reply
+                .send(Err(WriteError::UnexpectedRow("catalog engine")));
+        }
+        return;
     };
-    let mut transaction = match catalog.begin_write().await {
-        Ok(transaction) => transaction,
+    let mut connection = match slot.take_or_open() {
+        Ok(connection) => connection,
         Err(error) => {
+            let error = WriteError::Sqlite(error);
             for pending in batch {
-                let _ = pending.reply.send(Err(shared_failure("BEGIN", &error)));
+                let _ = pending.reply.send(Err(error.shared("opening the writer")));
             }
             return;
         }
     };
+    // A panic drops the connection and the replies: every waiting store gets an error.
+    let committed = strata_types::blocking::run_blocking(move || {
+        let healthy = commit_group_on(&mut connection, batch);
+        healthy.then_some(connection)
+    })
+    .await;
+    if let Ok(Some(connection)) = committed {
+        slot.put_back(connection);
+    }
+}
+
+/// The group commit itself: one transaction, one savepoint per record (a failing record is
+/// rolled back alone), one COMMIT (one WAL fsync) for all. Returns whether the connection is
+/// fit for the next group (no transaction left open).
+fn commit_group_on(connection: &mut rusqlite::Connection, batch: Vec<PendingStore>) -> bool {
+    if let Err(error) = connection.execute_batch("BEGIN IMMEDIATE") {
+        let error = WriteError::Sqlite(error);
+        for pending in batch {
+            let _ = pending.reply.send(Err(error.shared("BEGIN")));
+        }
+        return connection.is_autocommit();
+    }
     let mut results = Vec::with_capacity(batch.len());
-    let mut aborted: Option<sqlx::Error> = None;
+    let mut aborted: Option<WriteError> = None;
     for pending in &batch {
         if let Some(error) = &aborted {
-            results.push(Err(shared_failure("an earlier statement", error)));
+            results.push(Err(error.shared("an earlier statement")));
             continue;
         }
-        let connection: &mut AnyConnection = &mut transaction;
-        if let Err(error) = connection.execute("SAVEPOINT store_one").await {
-            results.push(Err(shared_failure("SAVEPOINT", &error)));
+        if let Err(error) = connection.execute_batch("SAVEPOINT store_one") {
+            let error = WriteError::Sqlite(error);
+            results.push(Err(error.shared("SAVEPOINT")));
             aborted = Some(error);
             continue;
         }
-        let stored = store_rows(connection, catalog.engine, &pending.record).await;
+        // Every statement completes in place: the future is ready the first time it is polled.
+        let stored = futures::executor::block_on(store_rows(
+            &mut SqliteWriter(connection),
+            Engine::Sqlite,
+            &pending.record,
+        ));
         let keep = matches!(stored, Ok(Some(StoreOutcome::Created)));
         let end = if keep {
-            connection.execute("RELEASE store_one").await
+            connection.execute_batch("RELEASE store_one")
         } else {
-            match connection.execute("ROLLBACK TO store_one").await {
-                Ok(_) => connection.execute("RELEASE store_one").await,
-                Err(error) => Err(error),
-            }
+            connection.execute_batch("ROLLBACK TO store_one; RELEASE store_one")
         };
         if let Err(error) = end {
-            aborted = Some(error);
+            aborted = Some(WriteError::Sqlite(error));
         }
         results.push(stored);
     }
     if let Some(error) = aborted {
-        let _ = transaction.rollback().await;
+        let _ = connection.execute_batch("ROLLBACK");
         for pending in batch {
             let _ = pending
                 .reply
-                .send(Err(shared_failure("the group transaction", &error)));
+                .send(Err(error.shared("the group transaction")));
         }
-        return;
+        return connection.is_autocommit();
     }
-    let committed = transaction.commit().await;
+    let committed = connection.execute_batch("COMMIT").map_err(WriteError::Sqlite);
+    if committed.is_err() && !connection.is_autocommit() {
+        let _ = connection.execute_batch("ROLLBACK");
+    }
     for (pending, result) in batch.into_iter().zip(results) {
         let answer = match (&committed, result) {
             (Ok(()), result) => result,
             // Nothing of the group is stored; outcomes that wrote nothing stay true.
-            (Err(_), Ok(Some(StoreOutcome::Created))) | (Err(_), Ok(None)) => {
-                Err(shared_failure("COMMIT", committed.as_ref().unwrap_err()))
+            (Err(error), Ok(Some(StoreOutcome::Created)) | Ok(None)) => {
+                Err(error.shared("COMMIT"))
             }
             (Err(_), other) => other,
         };
         let _ = pending.reply.send(answer);
     }
+    connection.is_autocommit()
 }
 
 /// Runs one store transaction (PostgreSQL). Returns `None` when another writer inserted the
@@ -227,10 +312,10 @@ async fn commit_group(catalog: &SqlCatalog, batch: Vec<PendingStore>) {
 async fn store_once(
     catalog: &SqlCatalog,
     record: &InstanceRecord,
-) -> Result<Option<StoreOutcome>, sqlx::Error> {
+) -> Result<Option<StoreOutcome>, WriteError> {
     let _write_guard = catalog.write_guard().await;
     let mut transaction = catalog.begin_write().await?;
-    let outcome = store_rows(&mut transaction, catalog.engine, record).await?;
+    let outcome = store_rows(&mut *transaction, catalog.engine, record).await?;
     if matches!(outcome, Some(StoreOutcome::Created)) {
         transaction.commit().await?;
     } else {
@@ -243,10 +328,10 @@ async fn store_once(
 /// roll back otherwise (nothing else wrote anything worth keeping). `None`: another writer
 /// inserted the instance first.
 async fn store_rows(
-    connection: &mut AnyConnection,
+    connection: &mut impl WriteConnection,
     engine: Engine,
     record: &InstanceRecord,
-) -> Result<Option<StoreOutcome>, sqlx::Error> {
+) -> Result<Option<StoreOutcome>, WriteError> {
     let sop_instance_uid = record.instance.sop_instance_uid.as_str();
     let known = entities::lookup(connection, record).await?;
     if let Some(existing) = known.instance_sha256 {
@@ -307,32 +392,33 @@ async fn store_rows(
         // would skip N for good. This lock conflicts with itself (not with readers), so event
         // inserts are serialised until commit; it is taken last to keep that window short.
         connection
-            .execute("LOCK TABLE event IN SHARE ROW EXCLUSIVE MODE")
+            .execute(&SqlBuilder::new("LOCK TABLE event IN SHARE ROW EXCLUSIVE MODE"))
             .await?;
     }
-    sqlx::query(
+    let event = SqlBuilder::with_values(
         "INSERT INTO event (kind, study_instance_uid, series_instance_uid, sop_instance_uid, \
          object_key, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(EventKind::InstanceStored.as_str())
-    .bind(record.study.study_instance_uid.as_str())
-    .bind(record.series.series_instance_uid.as_str())
-    .bind(sop_instance_uid)
-    .bind(record.object.key.as_str())
-    .bind(created_at_ms)
-    .execute(&mut *connection)
-    .await?;
+        [
+            EventKind::InstanceStored.as_str().into(),
+            record.study.study_instance_uid.as_str().into(),
+            record.series.series_instance_uid.as_str().into(),
+            sop_instance_uid.into(),
+            record.object.key.as_str().into(),
+            created_at_ms.into(),
+        ],
+    );
+    connection.execute(&event).await?;
     Ok(Some(StoreOutcome::Created))
 }
 
 /// Inserts the instance row; returns false when a row with its SOP Instance UID already exists.
 async fn insert_instance(
-    connection: &mut AnyConnection,
+    connection: &mut impl WriteConnection,
     series_pk: i64,
     study_pk: i64,
     record: &InstanceRecord,
     created_at_ms: i64,
-) -> Result<bool, sqlx::Error> {
+) -> Result<bool, WriteError> {
     let instance = &record.instance;
     // No object reaches 8 EiB; saturate rather than wrap if one ever claims to.
     let size_bytes = i64::try_from(record.object.size_bytes).unwrap_or(i64::MAX);
@@ -387,7 +473,7 @@ async fn insert_instance(
     ));
     builder.push_bind_list(columns_and_values.into_iter().map(|(_, value)| value));
     builder.push(" ON CONFLICT (sop_instance_uid) DO NOTHING RETURNING instance_pk");
-    let inserted = builder.build().fetch_optional(connection).await?;
+    let inserted = connection.fetch_optional(&builder).await?;
     Ok(inserted.is_some())
 }
 

@@ -10,9 +10,9 @@
 //! followed, when nothing was returned, by a `SELECT`: on PostgreSQL the insert waits for a
 //! concurrent inserter of the same key to commit, after which the `SELECT` sees its row.
 
-use sqlx::{AnyConnection, Row};
-
 use crate::{InstanceRecord, PatientAttributes, SeriesAttributes, StudyAttributes};
+
+use super::connection::{WriteConnection, WriteError};
 
 use crate::sql_catalog::builder::{SqlBuilder, SqlValue};
 use crate::sql_catalog::filter::{fold_person_name, fuzzy_name_column};
@@ -48,10 +48,10 @@ pub(super) struct KnownRows {
 /// trip instead of four on the path every instance takes. The rows may change before they
 /// are written (another PostgreSQL writer); the writes that depend on them detect that.
 pub(super) async fn lookup(
-    connection: &mut AnyConnection,
+    connection: &mut impl WriteConnection,
     record: &InstanceRecord,
-) -> Result<KnownRows, sqlx::Error> {
-    let row = sqlx::query(
+) -> Result<KnownRows, WriteError> {
+    let statement = SqlBuilder::with_values(
         "SELECT \
          (SELECT sha256 FROM instance WHERE sop_instance_uid = $1) AS instance_sha256, \
          (SELECT study_pk FROM study WHERE study_instance_uid = $2) AS study_pk, \
@@ -60,18 +60,19 @@ pub(super) async fn lookup(
          (SELECT study_pk FROM series WHERE series_instance_uid = $3) AS series_study_pk, \
          (SELECT patient_pk FROM patient WHERE patient_id = $4 AND issuer_of_patient_id = $5 \
           AND patient_id <> '') AS patient_pk",
-    )
-    .bind(record.instance.sop_instance_uid.as_str())
-    .bind(record.study.study_instance_uid.as_str())
-    .bind(record.series.series_instance_uid.as_str())
-    .bind(record.patient.patient_id.as_str())
-    .bind(record.patient.issuer_of_patient_id.as_str())
-    .fetch_one(connection)
-    .await?;
+        [
+            record.instance.sop_instance_uid.as_str().into(),
+            record.study.study_instance_uid.as_str().into(),
+            record.series.series_instance_uid.as_str().into(),
+            record.patient.patient_id.as_str().into(),
+            record.patient.issuer_of_patient_id.as_str().into(),
+        ],
+    );
+    let row = connection.fetch_one(&statement).await?;
     // Both keys of a row, or `None` when the row does not exist.
-    let keys = |first: &str, second: &str| -> Result<Option<(i64, i64)>, sqlx::Error> {
-        let first = row.try_get::<Option<i64>, _>(first)?;
-        Ok(first.zip(row.try_get::<Option<i64>, _>(second)?))
+    let keys = |first: &str, second: &str| -> Result<Option<(i64, i64)>, WriteError> {
+        let first = row.optional_integer(first)?;
+        Ok(first.zip(row.optional_integer(second)?))
     };
     let study = keys("study_pk", "study_patient_pk")?.map(|(study_pk, patient_pk)| StudyRow {
         study_pk,
@@ -82,26 +83,27 @@ pub(super) async fn lookup(
         study_pk,
     });
     Ok(KnownRows {
-        instance_sha256: row.try_get("instance_sha256")?,
+        instance_sha256: row.optional_text("instance_sha256")?,
         study,
         series,
-        patient_pk: row.try_get("patient_pk")?,
+        patient_pk: row.optional_integer("patient_pk")?,
     })
 }
 
 /// Returns the study row with the record's Study Instance UID, if any.
 pub(super) async fn find_study(
-    connection: &mut AnyConnection,
+    connection: &mut impl WriteConnection,
     study: &StudyAttributes,
-) -> Result<Option<StudyRow>, sqlx::Error> {
-    let row = sqlx::query("SELECT study_pk, patient_pk FROM study WHERE study_instance_uid = $1")
-        .bind(study.study_instance_uid.as_str())
-        .fetch_optional(connection)
-        .await?;
+) -> Result<Option<StudyRow>, WriteError> {
+    let statement = SqlBuilder::with_values(
+        "SELECT study_pk, patient_pk FROM study WHERE study_instance_uid = $1",
+        [study.study_instance_uid.as_str().into()],
+    );
+    let row = connection.fetch_optional(&statement).await?;
     row.map(|row| {
         Ok(StudyRow {
-            study_pk: row.try_get("study_pk")?,
-            patient_pk: row.try_get("patient_pk")?,
+            study_pk: row.integer("study_pk")?,
+            patient_pk: row.integer("patient_pk")?,
         })
     })
     .transpose()
@@ -110,51 +112,52 @@ pub(super) async fn find_study(
 /// Inserts the patient or, when one with the same Patient ID and issuer exists (`known_pk`
 /// from [`lookup`], or found on conflict), merges into it.
 pub(super) async fn upsert_patient(
-    connection: &mut AnyConnection,
+    connection: &mut impl WriteConnection,
     patient: &PatientAttributes,
     known_pk: Option<i64>,
-) -> Result<i64, sqlx::Error> {
+) -> Result<i64, WriteError> {
     if let Some(patient_pk) = known_pk {
         merge_patient(connection, patient_pk, patient).await?;
         return Ok(patient_pk);
     }
     // Rows with an empty Patient ID are outside the partial unique index: they always insert.
-    let inserted = sqlx::query(
+    let insert = SqlBuilder::with_values(
         "INSERT INTO patient (patient_id, issuer_of_patient_id, patient_name, patient_name_upper, \
          patient_birth_date, patient_sex, patient_name_fuzzy) VALUES ($1, $2, $3, $4, $5, $6, $7) \
          ON CONFLICT (patient_id, issuer_of_patient_id) WHERE patient_id <> '' DO NOTHING \
          RETURNING patient_pk",
-    )
-    .bind(patient.patient_id.as_str())
-    .bind(patient.issuer_of_patient_id.as_str())
-    .bind(patient.patient_name.as_str())
-    .bind(fold_person_name(&patient.patient_name))
-    .bind(patient.patient_birth_date.as_str())
-    .bind(patient.patient_sex.as_str())
-    .bind(fuzzy_name_column(&patient.patient_name))
-    .fetch_optional(&mut *connection)
-    .await?;
-    if let Some(row) = inserted {
-        return row.try_get("patient_pk");
+        [
+            patient.patient_id.as_str().into(),
+            patient.issuer_of_patient_id.as_str().into(),
+            patient.patient_name.as_str().into(),
+            fold_person_name(&patient.patient_name).into(),
+            patient.patient_birth_date.as_str().into(),
+            patient.patient_sex.as_str().into(),
+            fuzzy_name_column(&patient.patient_name).into(),
+        ],
+    );
+    if let Some(row) = connection.fetch_optional(&insert).await? {
+        return row.integer("patient_pk");
     }
-    let row = sqlx::query(
+    let select = SqlBuilder::with_values(
         "SELECT patient_pk FROM patient WHERE patient_id = $1 AND issuer_of_patient_id = $2",
-    )
-    .bind(patient.patient_id.as_str())
-    .bind(patient.issuer_of_patient_id.as_str())
-    .fetch_one(&mut *connection)
-    .await?;
-    let patient_pk = row.try_get("patient_pk")?;
+        [
+            patient.patient_id.as_str().into(),
+            patient.issuer_of_patient_id.as_str().into(),
+        ],
+    );
+    let row = connection.fetch_one(&select).await?;
+    let patient_pk = row.integer("patient_pk")?;
     merge_patient(connection, patient_pk, patient).await?;
     Ok(patient_pk)
 }
 
 /// Merges the record's patient attributes into an existing patient row.
 pub(super) async fn merge_patient(
-    connection: &mut AnyConnection,
+    connection: &mut impl WriteConnection,
     patient_pk: i64,
     patient: &PatientAttributes,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), WriteError> {
     let fields = [
         (
             "patient_name",
@@ -174,10 +177,8 @@ pub(super) async fn merge_patient(
         ),
         ("patient_sex", SqlValue::from(patient.patient_sex.as_str())),
     ];
-    merge_update("patient", "patient_pk", patient_pk, fields, None)
-        .build()
-        .execute(connection)
-        .await?;
+    let statement = merge_update("patient", "patient_pk", patient_pk, fields, None);
+    connection.execute(&statement).await?;
     Ok(())
 }
 
@@ -215,12 +216,12 @@ fn study_fields(study: &StudyAttributes) -> [(&'static str, SqlValue); 9] {
 
 /// Merges the record's study attributes into an existing study row.
 pub(super) async fn merge_study(
-    connection: &mut AnyConnection,
+    connection: &mut impl WriteConnection,
     study_pk: i64,
     study: &StudyAttributes,
-) -> Result<(), sqlx::Error> {
-    let builder = merge_update("study", "study_pk", study_pk, study_fields(study), None);
-    builder.build().execute(connection).await?;
+) -> Result<(), WriteError> {
+    let statement = merge_update("study", "study_pk", study_pk, study_fields(study), None);
+    connection.execute(&statement).await?;
     Ok(())
 }
 
@@ -230,12 +231,12 @@ pub(super) async fn merge_study(
 /// Returns `None` when a row vanished since [`lookup`] (a concurrent PostgreSQL delete):
 /// the caller retries.
 pub(super) async fn count_in_existing_series(
-    connection: &mut AnyConnection,
+    connection: &mut impl WriteConnection,
     study_pk: i64,
     study: &StudyAttributes,
     series_row: SeriesRow,
     series: &SeriesAttributes,
-) -> Result<Option<SeriesRow>, sqlx::Error> {
+) -> Result<Option<SeriesRow>, WriteError> {
     const COUNT_INSTANCE: &str = "num_instances = num_instances + 1";
     let counted_here = series_row.study_pk == study_pk;
     let study_update = merge_update(
@@ -245,8 +246,8 @@ pub(super) async fn count_in_existing_series(
         study_fields(study),
         counted_here.then_some(COUNT_INSTANCE),
     );
-    let updated = study_update.build().execute(&mut *connection).await?;
-    if counted_here && updated.rows_affected() == 0 {
+    let updated = connection.execute(&study_update).await?;
+    if counted_here && updated == 0 {
         return Ok(None);
     }
     if !counted_here {
@@ -260,17 +261,17 @@ pub(super) async fn count_in_existing_series(
         series_fields(series),
         Some(COUNT_INSTANCE),
     );
-    let updated = series_update.build().execute(&mut *connection).await?;
-    Ok((updated.rows_affected() == 1).then_some(series_row))
+    let updated = connection.execute(&series_update).await?;
+    Ok((updated == 1).then_some(series_row))
 }
 
 /// Inserts a study of `patient_pk` (counters at zero) and returns its key; when a concurrent
 /// writer created it first, merges into that one instead.
 pub(super) async fn insert_study(
-    connection: &mut AnyConnection,
+    connection: &mut impl WriteConnection,
     patient_pk: i64,
     study: &StudyAttributes,
-) -> Result<i64, sqlx::Error> {
+) -> Result<i64, WriteError> {
     let fields = study_fields(study);
     let columns: Vec<&str> = fields.iter().map(|(column, _)| *column).collect();
     let mut builder = SqlBuilder::new(&format!(
@@ -287,12 +288,12 @@ pub(super) async fn insert_study(
             .chain(fields.into_iter().map(|(_, value)| value)),
     );
     builder.push(" ON CONFLICT (study_instance_uid) DO NOTHING RETURNING study_pk");
-    if let Some(row) = builder.build().fetch_optional(&mut *connection).await? {
-        return row.try_get("study_pk");
+    if let Some(row) = connection.fetch_optional(&builder).await? {
+        return row.integer("study_pk");
     }
     let existing = find_study(connection, study)
         .await?
-        .ok_or(sqlx::Error::RowNotFound)?;
+        .ok_or(WriteError::UnexpectedRow("missing study"))?;
     merge_study(connection, existing.study_pk, study).await?;
     Ok(existing.study_pk)
 }
@@ -321,17 +322,18 @@ fn series_fields(series: &SeriesAttributes) -> [(&'static str, SqlValue); 6] {
 }
 
 async fn find_series(
-    connection: &mut AnyConnection,
+    connection: &mut impl WriteConnection,
     series: &SeriesAttributes,
-) -> Result<Option<SeriesRow>, sqlx::Error> {
-    let row = sqlx::query("SELECT series_pk, study_pk FROM series WHERE series_instance_uid = $1")
-        .bind(series.series_instance_uid.as_str())
-        .fetch_optional(connection)
-        .await?;
+) -> Result<Option<SeriesRow>, WriteError> {
+    let statement = SqlBuilder::with_values(
+        "SELECT series_pk, study_pk FROM series WHERE series_instance_uid = $1",
+        [series.series_instance_uid.as_str().into()],
+    );
+    let row = connection.fetch_optional(&statement).await?;
     row.map(|row| {
         Ok(SeriesRow {
-            series_pk: row.try_get("series_pk")?,
-            study_pk: row.try_get("study_pk")?,
+            series_pk: row.integer("series_pk")?,
+            study_pk: row.integer("study_pk")?,
         })
     })
     .transpose()
@@ -339,20 +341,17 @@ async fn find_series(
 
 /// Adds to the counters of a study.
 async fn add_to_study_counters(
-    connection: &mut AnyConnection,
+    connection: &mut impl WriteConnection,
     study_pk: i64,
     num_instances: i64,
     num_series: i64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
+) -> Result<(), WriteError> {
+    let statement = SqlBuilder::with_values(
         "UPDATE study SET num_instances = num_instances + $2, num_series = num_series + $3 \
          WHERE study_pk = $1",
-    )
-    .bind(study_pk)
-    .bind(num_instances)
-    .bind(num_series)
-    .execute(connection)
-    .await?;
+        [study_pk.into(), num_instances.into(), num_series.into()],
+    );
+    connection.execute(&statement).await?;
     Ok(())
 }
 
@@ -361,10 +360,10 @@ async fn add_to_study_counters(
 ///
 /// The study row is updated before any series row is touched, keeping the lock order.
 pub(super) async fn store_series(
-    connection: &mut AnyConnection,
+    connection: &mut impl WriteConnection,
     study_pk: i64,
     series: &SeriesAttributes,
-) -> Result<SeriesRow, sqlx::Error> {
+) -> Result<SeriesRow, WriteError> {
     let existing = find_series(connection, series).await?;
     let counted_study_pk = existing.map_or(study_pk, |existing| existing.study_pk);
     add_to_study_counters(connection, counted_study_pk, 1, 0).await?;
@@ -387,9 +386,9 @@ pub(super) async fn store_series(
                     .chain(fields.into_iter().map(|(_, value)| value)),
             );
             builder.push(" ON CONFLICT (series_instance_uid) DO NOTHING RETURNING series_pk");
-            if let Some(row) = builder.build().fetch_optional(&mut *connection).await? {
+            if let Some(row) = connection.fetch_optional(&builder).await? {
                 add_to_study_counters(connection, study_pk, 0, 1).await?;
-                let series_pk = row.try_get("series_pk")?;
+                let series_pk = row.integer("series_pk")?;
                 return finish_series(
                     connection,
                     SeriesRow {
@@ -403,7 +402,7 @@ pub(super) async fn store_series(
             // A concurrent writer created the series after this transaction looked for it.
             let created = find_series(connection, series)
                 .await?
-                .ok_or(sqlx::Error::RowNotFound)?;
+                .ok_or(WriteError::UnexpectedRow("missing series"))?;
             if created.study_pk != counted_study_pk {
                 // It went to another study than the one just counted: move the count there.
                 add_to_study_counters(connection, counted_study_pk, -1, 0).await?;
@@ -418,10 +417,10 @@ pub(super) async fn store_series(
 /// Merges attributes into an existing series (when `merge_from` is given) and counts the new
 /// instance in it.
 async fn finish_series(
-    connection: &mut AnyConnection,
+    connection: &mut impl WriteConnection,
     series_row: SeriesRow,
     merge_from: Option<&SeriesAttributes>,
-) -> Result<SeriesRow, sqlx::Error> {
+) -> Result<SeriesRow, WriteError> {
     if let Some(series) = merge_from {
         let builder = merge_update(
             "series",
@@ -430,32 +429,34 @@ async fn finish_series(
             series_fields(series),
             None,
         );
-        builder.build().execute(&mut *connection).await?;
+        connection.execute(&builder).await?;
     }
-    sqlx::query("UPDATE series SET num_instances = num_instances + 1 WHERE series_pk = $1")
-        .bind(series_row.series_pk)
-        .execute(connection)
-        .await?;
+    let statement = SqlBuilder::with_values(
+        "UPDATE series SET num_instances = num_instances + 1 WHERE series_pk = $1",
+        [series_row.series_pk.into()],
+    );
+    connection.execute(&statement).await?;
     Ok(series_row)
 }
 
 /// Adds the record's Request Attributes Sequence items the series does not have yet.
 pub(super) async fn insert_request_attributes(
-    connection: &mut AnyConnection,
+    connection: &mut impl WriteConnection,
     series_pk: i64,
     series: &SeriesAttributes,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), WriteError> {
     for item in &series.request_attributes {
-        sqlx::query(
+        let statement = SqlBuilder::with_values(
             "INSERT INTO series_request_attribute \
              (series_pk, scheduled_procedure_step_id, requested_procedure_id) VALUES ($1, $2, $3) \
              ON CONFLICT (series_pk, scheduled_procedure_step_id, requested_procedure_id) DO NOTHING",
-        )
-        .bind(series_pk)
-        .bind(item.scheduled_procedure_step_id.as_str())
-        .bind(item.requested_procedure_id.as_str())
-        .execute(&mut *connection)
-        .await?;
+            [
+                series_pk.into(),
+                item.scheduled_procedure_step_id.as_str().into(),
+                item.requested_procedure_id.as_str().into(),
+            ],
+        );
+        connection.execute(&statement).await?;
     }
     Ok(())
 }
