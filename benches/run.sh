@@ -4,6 +4,7 @@
 #   bash benches/run.sh            # full run (about 40 minutes), writes docs/benchmarks.md
 #   bash benches/run.sh --smoke    # a few hundred instances, Strata only (what CI runs)
 #   bash benches/run.sh --no-large-query --mixed-seconds 0   # skip the long query and memory phases
+#   bash benches/run.sh --ingest-only   # STOW-RS, C-STORE and the storescp sink only (about 12 minutes)
 #
 # Builds Strata in release mode, starts it on embedded defaults and Orthanc (Debian packages
 # orthanc + orthanc-dicomweb, installed if missing) on free loopback ports, runs the same
@@ -14,6 +15,7 @@ ARGS=$(printf ' %s' "$@")
 MODE=full
 RUNS=3
 NO_LARGE_QUERY=0
+INGEST_ONLY=0
 MIXED_OVERRIDE=""
 OUTPUT=docs/benchmarks.md
 while (($#)); do
@@ -22,8 +24,9 @@ while (($#)); do
     --runs) RUNS=$2; shift 2 ;;
     --output) OUTPUT=$2; shift 2 ;;
     --no-large-query) NO_LARGE_QUERY=1; shift ;;
+    --ingest-only) INGEST_ONLY=1; shift ;;
     --mixed-seconds) MIXED_OVERRIDE=$2; shift 2 ;;
-    *) echo "usage: $0 [--smoke] [--runs N] [--output FILE] [--no-large-query] [--mixed-seconds N]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--smoke] [--runs N] [--output FILE] [--no-large-query] [--ingest-only] [--mixed-seconds N]" >&2; exit 2 ;;
   esac
 done
 
@@ -184,9 +187,11 @@ for run in $(seq 1 "$RUNS"); do
     bench "$target" --scenario stow --concurrency 8 --instances "$INSTANCES" --seed $((run * 10 + 2))
     bench "$target" --scenario cstore --concurrency 1 --instances "$INSTANCES" --seed $((run * 10 + 3))
     bench "$target" --scenario cstore --concurrency 8 --instances "$INSTANCES" --seed $((run * 10 + 4))
-    bench "$target" --scenario retrieve --seed $((run * 10 + 1))
-    bench "$target" --scenario metadata --instances "$INSTANCES" --repeat 20 --seed $((run * 10 + 1))
-    bench "$target" --scenario frame --instances "$INSTANCES" --repeat "$REPEAT" --seed $((run * 10 + 1))
+    if ((!INGEST_ONLY)); then
+      bench "$target" --scenario retrieve --seed $((run * 10 + 1))
+      bench "$target" --scenario metadata --instances "$INSTANCES" --repeat 20 --seed $((run * 10 + 1))
+      bench "$target" --scenario frame --instances "$INSTANCES" --repeat "$REPEAT" --seed $((run * 10 + 1))
+    fi
     stop_target
   done
   if start_sink "io-$run"; then
@@ -197,7 +202,7 @@ for run in $(seq 1 "$RUNS"); do
 done
 
 # Queries: one archive per target, grown from the small to the large study count.
-for target in "${TARGETS[@]}"; do
+((INGEST_ONLY)) || for target in "${TARGETS[@]}"; do
   "start_$target" query
   bench "$target" --scenario populate --studies "$STUDIES_SMALL" --concurrency 4
   bench "$target" --scenario qido --studies "$STUDIES_SMALL" --repeat "$REPEAT"
@@ -209,7 +214,7 @@ for target in "${TARGETS[@]}"; do
 done
 
 # Memory under a mixed load.
-((MIXED_SECONDS > 0)) && for target in "${TARGETS[@]}"; do
+((MIXED_SECONDS > 0 && !INGEST_ONLY)) && for target in "${TARGETS[@]}"; do
   "start_$target" mixed
   bench "$target" --scenario mixed --duration-secs "$MIXED_SECONDS"
   stop_target
@@ -227,8 +232,12 @@ if [[ -n $OUTPUT ]]; then
     echo "Strata release build, embedded defaults (SQLite + local directory);" \
       "Orthanc $(dpkg-query -W -f '${Version}' orthanc 2>/dev/null || echo '?') with DICOMweb plugin" \
       "$(dpkg-query -W -f '${Version}' orthanc-dicomweb 2>/dev/null || echo '?'), SQLite index, TCP_NODELAY=1."
-    echo "Runs per scenario: $RUNS (query and mixed-load scenarios: 1), alternating between the archives;" \
-      "query scale: $STUDIES_SMALL studies$( ((STUDIES_LARGE)) && echo " and $STUDIES_LARGE"); mixed load: $MIXED_SECONDS s."
+    if ((INGEST_ONLY)); then
+      echo "Runs per scenario: $RUNS, alternating between the archives; ingest scenarios only (\`--ingest-only\`)."
+    else
+      echo "Runs per scenario: $RUNS (query and mixed-load scenarios: 1), alternating between the archives;" \
+        "query scale: $STUDIES_SMALL studies$( ((STUDIES_LARGE)) && echo " and $STUDIES_LARGE"); mixed load: $MIXED_SECONDS s."
+    fi
     echo
     echo "$TABLE"
   } >"$SECTION"
