@@ -735,4 +735,77 @@ mod tests {
         let through_pool = read_both(&catalog, &record).await;
         assert_eq!(through_pool, through_readers);
     }
+
+    /// Stores queued while another holds the writer mutex are committed together: each gets
+    /// its own answer, a conflicting record (same SOP Instance UID, other bytes) is rolled back
+    /// alone, and the counters and the event log count only what was stored.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn test_a_group_commit_answers_each_store_and_rolls_back_a_conflict_alone() {
+        let directory = tempfile::tempdir().expect("temp dir");
+        let uri = format!("sqlite://{}/catalog.db", directory.path().display());
+        let catalog = std::sync::Arc::new(SqlCatalog::connect(&uri, 2).await.expect("catalog"));
+        let mut records: Vec<InstanceRecord> = (1..=5).map(|n| synthetic_record(1, 1, n)).collect();
+        let mut twin = synthetic_record(1, 1, 1);
+        twin.object.sha256 = "f".repeat(64);
+        twin.object.key = strata_types::ObjectKey::for_content(&twin.object.sha256);
+        records.push(twin);
+
+        let held = catalog.sqlite_write_lock.lock().await;
+        let stores: Vec<_> = records
+            .iter()
+            .cloned()
+            .map(|record| {
+                let catalog = catalog.clone();
+                tokio::spawn(async move { catalog.store_instance(&record).await })
+            })
+            .collect();
+        while catalog.pending_stores.len() < records.len() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        drop(held);
+        let mut outcomes = Vec::new();
+        for store in stores {
+            outcomes.push(store.await.expect("task").expect("store"));
+        }
+
+        let created = outcomes
+            .iter()
+            .filter(|outcome| **outcome == StoreOutcome::Created)
+            .count();
+        assert_eq!(created, 5);
+        let conflicts: Vec<_> = outcomes
+            .iter()
+            .zip(&records)
+            .filter_map(|(outcome, record)| match outcome {
+                StoreOutcome::Conflict { existing_sha256 } => Some((existing_sha256, record)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(conflicts.len(), 1);
+        let (winner_sha256, loser) = conflicts[0];
+        assert_eq!(
+            loser.instance.sop_instance_uid,
+            records[0].instance.sop_instance_uid
+        );
+        assert_ne!(winner_sha256, &loser.object.sha256);
+        let stored = catalog
+            .instance_sha256(&records[0].instance.sop_instance_uid)
+            .await
+            .expect("read");
+        assert_eq!(stored.as_ref(), Some(winner_sha256));
+
+        let studies = catalog
+            .query(&crate::conformance::query_at(
+                crate::QueryLevel::Study,
+                vec![],
+            ))
+            .await
+            .expect("query");
+        assert_eq!(
+            (studies[0].num_study_series, studies[0].num_study_instances),
+            (1, 5)
+        );
+        let events = catalog.events_after(0, 100).await.expect("events");
+        assert_eq!(events.len(), 5);
+    }
 }

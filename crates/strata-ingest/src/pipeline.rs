@@ -105,26 +105,23 @@ impl IngestPipeline {
         };
         let path = spooled.path().to_owned();
         let parse_span = tracing::info_span!("dicom.parse", num_bytes = spooled.size_bytes);
-        let inspected = match run_blocking(move || {
-            parse_span.in_scope(|| inspect_file(&path, limits))
-        })
-        .await
-        {
-            Ok(Ok(inspected)) => inspected,
-            Ok(Err(error)) => {
-                info!(protocol = %source.protocol, reason = %error.reason, "object refused");
-                return IngestOutcome::Refused {
-                    sop_class_uid: None,
-                    sop_instance_uid: None,
-                    reason: refusal_for(&error),
-                    message: error.reason,
-                };
-            }
-            Err(task_failed) => {
-                warn!(error = %task_failed, "inspection task failed");
-                return processing_failure(None, "internal error while parsing the object");
-            }
-        };
+        let inspected =
+            match run_blocking(move || parse_span.in_scope(|| inspect_file(&path, limits))).await {
+                Ok(Ok(inspected)) => inspected,
+                Ok(Err(error)) => {
+                    info!(protocol = %source.protocol, reason = %error.reason, "object refused");
+                    return IngestOutcome::Refused {
+                        sop_class_uid: None,
+                        sop_instance_uid: None,
+                        reason: refusal_for(&error),
+                        message: error.reason,
+                    };
+                }
+                Err(task_failed) => {
+                    warn!(error = %task_failed, "inspection task failed");
+                    return processing_failure(None, "internal error while parsing the object");
+                }
+            };
         let attributes = &inspected.attributes;
         let sop_class_uid = attributes.sop_class_uid.to_string();
         let sop_instance_uid = attributes.sop_instance_uid.to_string();

@@ -17,9 +17,8 @@ where
     R: Send + 'static,
 {
     use std::panic::{AssertUnwindSafe, catch_unwind};
-    let multi_threaded = tokio::runtime::Handle::try_current().is_ok_and(|handle| {
-        handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
-    });
+    let multi_threaded = tokio::runtime::Handle::try_current()
+        .is_ok_and(|handle| handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
     if multi_threaded {
         tokio::task::block_in_place(|| catch_unwind(AssertUnwindSafe(work)))
             .map_err(|_| BlockingTaskFailed)

@@ -111,7 +111,10 @@ impl SqlBuilder {
     /// Binds the values to a `rusqlite` statement prepared from [`SqlBuilder::sql`]. SQLite
     /// treats `$N` as a named parameter and numbers parameters in order of first appearance,
     /// so `$2` may well be its first: each is bound by its name's number, not by position.
-    pub(crate) fn bind_sqlite(&self, statement: &mut rusqlite::Statement<'_>) -> rusqlite::Result<()> {
+    pub(crate) fn bind_sqlite(
+        &self,
+        statement: &mut rusqlite::Statement<'_>,
+    ) -> rusqlite::Result<()> {
         use rusqlite::types::Value;
         for index in 1..=statement.parameter_count() {
             let value = statement

@@ -62,6 +62,12 @@ impl PendingStores {
             .push(pending);
     }
 
+    /// How many stores wait for the next group commit.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).len()
+    }
+
     fn take(&self, max: usize) -> Vec<PendingStore> {
         let mut queue = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         let num_taken = queue.len().min(max);
@@ -110,7 +116,10 @@ impl SqliteWriterSlot {
     }
 
     fn put_back(&self, connection: rusqlite::Connection) {
-        *self.connection.lock().unwrap_or_else(PoisonError::into_inner) = Some(connection);
+        *self
+            .connection
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(connection);
     }
 }
 
@@ -289,7 +298,9 @@ fn commit_group_on(connection: &mut rusqlite::Connection, batch: Vec<PendingStor
         }
         return connection.is_autocommit();
     }
-    let committed = connection.execute_batch("COMMIT").map_err(WriteError::Sqlite);
+    let committed = connection
+        .execute_batch("COMMIT")
+        .map_err(WriteError::Sqlite);
     if committed.is_err() && !connection.is_autocommit() {
         let _ = connection.execute_batch("ROLLBACK");
     }
@@ -297,9 +308,7 @@ fn commit_group_on(connection: &mut rusqlite::Connection, batch: Vec<PendingStor
         let answer = match (&committed, result) {
             (Ok(()), result) => result,
             // Nothing of the group is stored; outcomes that wrote nothing stay true.
-            (Err(error), Ok(Some(StoreOutcome::Created)) | Ok(None)) => {
-                Err(error.shared("COMMIT"))
-            }
+            (Err(error), Ok(Some(StoreOutcome::Created)) | Ok(None)) => Err(error.shared("COMMIT")),
             (Err(_), other) => other,
         };
         let _ = pending.reply.send(answer);
@@ -392,7 +401,9 @@ async fn store_rows(
         // would skip N for good. This lock conflicts with itself (not with readers), so event
         // inserts are serialised until commit; it is taken last to keep that window short.
         connection
-            .execute(&SqlBuilder::new("LOCK TABLE event IN SHARE ROW EXCLUSIVE MODE"))
+            .execute(&SqlBuilder::new(
+                "LOCK TABLE event IN SHARE ROW EXCLUSIVE MODE",
+            ))
             .await?;
     }
     let event = SqlBuilder::with_values(

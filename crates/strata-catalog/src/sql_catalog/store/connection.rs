@@ -37,7 +37,8 @@ impl WriteError {
             WriteError::Sqlx(error) => is_unique_violation(error),
             WriteError::Sqlite(rusqlite::Error::SqliteFailure(failure, _)) => matches!(
                 failure.extended_code,
-                rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE | rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+                rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                    | rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
             ),
             _ => false,
         }
@@ -207,5 +208,63 @@ impl WriteConnection for SqliteWriter<'_> {
             values.push((name, row.get::<_, rusqlite::types::Value>(index)?));
         }
         Ok(Some(FetchedRow::Sqlite(values)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::executor::block_on;
+
+    fn insert(key: &str, unique: &str) -> SqlBuilder {
+        SqlBuilder::with_values(
+            "INSERT INTO t (k, u) VALUES ($1, $2) RETURNING k",
+            [key.into(), unique.into()],
+        )
+    }
+
+    #[test]
+    fn test_sqlite_constraint_failures_are_told_apart() {
+        let mut connection = rusqlite::Connection::open_in_memory().unwrap();
+        connection
+            .execute_batch("CREATE TABLE t (k TEXT PRIMARY KEY, u TEXT UNIQUE CHECK (u <> ''))")
+            .unwrap();
+        let mut writer = SqliteWriter(&mut connection);
+        let row = block_on(writer.fetch_one(&insert("a", "x"))).unwrap();
+        assert_eq!(row.optional_text("k").unwrap().as_deref(), Some("a"));
+
+        let same_unique = block_on(writer.execute(&insert("b", "x"))).unwrap_err();
+        assert!(same_unique.is_unique_violation());
+        let same_key = block_on(writer.execute(&insert("a", "y"))).unwrap_err();
+        assert!(same_key.is_unique_violation());
+        let failed_check = block_on(writer.execute(&insert("c", ""))).unwrap_err();
+        assert!(!failed_check.is_unique_violation());
+        let message = failed_check
+            .into_catalog_error("store an instance")
+            .to_string();
+        assert!(
+            !message.contains("INSERT"),
+            "no SQL in the message: {message}"
+        );
+    }
+
+    #[test]
+    fn test_rows_decode_by_column_name_and_refuse_other_types() {
+        let mut connection = rusqlite::Connection::open_in_memory().unwrap();
+        let mut writer = SqliteWriter(&mut connection);
+        let statement = SqlBuilder::with_values(
+            "SELECT $1 AS number, NULL AS absent, 'text' AS word",
+            [7_i64.into()],
+        );
+        let row = block_on(writer.fetch_one(&statement)).unwrap();
+        assert_eq!(row.integer("number").unwrap(), 7);
+        assert_eq!(row.optional_integer("absent").unwrap(), None);
+        assert!(row.integer("absent").is_err());
+        assert_eq!(row.optional_text("word").unwrap().as_deref(), Some("text"));
+        assert!(row.integer("word").is_err());
+        assert!(row.optional_text("missing").is_err());
+        let none = SqlBuilder::new("SELECT 1 WHERE 0");
+        assert!(block_on(writer.fetch_optional(&none)).unwrap().is_none());
+        assert!(block_on(writer.fetch_one(&none)).is_err());
     }
 }
