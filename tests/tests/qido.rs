@@ -193,8 +193,24 @@ async fn test_qido_matching_keys_and_rules() -> anyhow::Result<()> {
         uids(&series, "0020000E"),
         ["2.25.42.1.1.1", "2.25.42.1.1.2"].map(String::from).into()
     );
+    // Results come in storage order, and the parts of one STOW-RS request are stored
+    // concurrently: find each series by its UID.
+    let related_instances = |series_uid: &str| {
+        series
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|item| item["0020000E"]["Value"][0] == series_uid)
+            .map(|item| item["00201209"]["Value"][0].clone())
+    };
     assert_eq!(
-        series[0]["00201209"]["Value"][0], 3,
+        related_instances("2.25.42.1.1.1"),
+        Some(serde_json::json!(3)),
+        "NumberOfSeriesRelatedInstances"
+    );
+    assert_eq!(
+        related_instances("2.25.42.1.1.2"),
+        Some(serde_json::json!(2)),
         "NumberOfSeriesRelatedInstances"
     );
     let series = archive
