@@ -70,6 +70,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 # Starts an archive; sets TARGET_URL and TARGET_PID.
 start_strata() {
   local data_dir="$WORK/strata-$1" log_file="$WORK/strata-$1.log"
+  TARGET_DATA=("$data_dir")
   "$STRATA" serve --data-dir "$data_dir" --http-addr 127.0.0.1:0 --dimse-addr 127.0.0.1:0 2>"$log_file" &
   TARGET_PID=$!
   PIDS+=("$TARGET_PID")
@@ -133,6 +134,7 @@ start_orthanc() {
   http_port=$(free_port)
   dicom_port=$(free_port)
   mkdir -p "$dir"
+  TARGET_DATA=("$dir/storage" "$dir/index")
   # Tuned as a careful user would: no storage compression, no job persistence, metadata
   # precomputed for DICOMweb, and TCP_NODELAY=1 in the environment (Debian's DCMTK leaves
   # Nagle's algorithm on otherwise).
@@ -160,7 +162,15 @@ JSON
   TARGET_AE=ORTHANC
 }
 
-stop_target() { kill "$TARGET_PID" 2>/dev/null || true; wait "$TARGET_PID" 2>/dev/null || true; }
+# Stops the archive and removes its data (logs stay): the 100,000-study archives and the
+# mixed load's instances would otherwise fill the disk before the run ends.
+stop_target() {
+  kill "$TARGET_PID" 2>/dev/null || true
+  wait "$TARGET_PID" 2>/dev/null || true
+  ((${#TARGET_DATA[@]})) && rm -rf "${TARGET_DATA[@]}"
+  TARGET_DATA=()
+}
+TARGET_DATA=()
 
 bench() {
   local target=$1
