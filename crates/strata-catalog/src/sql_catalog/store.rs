@@ -210,8 +210,8 @@ async fn store_in_group(
         }
     }
     result.await.unwrap_or_else(|_| {
-        Err(WriteError::UnexpectedRow(
-            "end of a group commit without an answer",
+        Err(WriteError::Failed(
+            "the group commit ended without an answer".to_owned(),
         ))
     })
 }
@@ -223,7 +223,7 @@ async fn commit_group(catalog: &SqlCatalog, batch: Vec<PendingStore>) {
         for pending in batch {
             let _ = pending
                 .reply
-                .send(Err(WriteError::UnexpectedRow("catalog engine")));
+                .send(Err(WriteError::Failed("no SQLite writer".to_owned())));
         }
         return;
     };

@@ -28,6 +28,9 @@ pub(crate) enum WriteError {
     /// A row the transaction itself found a statement earlier has vanished, or a column did
     /// not decode.
     UnexpectedRow(&'static str),
+    /// The store was not written because something it shared failed: its group's
+    /// transaction, or the writer connection.
+    Failed(String),
 }
 
 impl WriteError {
@@ -53,19 +56,26 @@ impl WriteError {
                 CatalogErrorKind::Corrupted,
                 format!("failed to {action}: unexpected {what}"),
             ),
+            WriteError::Failed(reason) => CatalogError::new(
+                CatalogErrorKind::Unavailable,
+                format!("failed to {action}: {reason}"),
+            ),
         }
     }
 
-    /// The same failure for each of several stores that shared it (a group commit).
+    /// The same failure for each of several stores that shared it (a group commit), naming
+    /// the step and the class of error only (driver messages can quote values).
     pub(crate) fn shared(&self, step: &str) -> WriteError {
-        let message = match self {
-            WriteError::Sqlx(error) => format!("{step} failed for a group of stores: {error}"),
-            WriteError::Sqlite(error) => format!("{step} failed for a group of stores: {error}"),
-            WriteError::UnexpectedRow(what) => {
-                format!("{step} failed for a group of stores: unexpected {what}")
+        let class = match self {
+            WriteError::Sqlx(_) => "database error".to_owned(),
+            WriteError::Sqlite(rusqlite::Error::SqliteFailure(failure, _)) => {
+                format!("database error (code {})", failure.extended_code)
             }
+            WriteError::Sqlite(_) => "database driver error".to_owned(),
+            WriteError::UnexpectedRow(what) => format!("unexpected {what}"),
+            WriteError::Failed(reason) => reason.clone(),
         };
-        WriteError::Sqlx(sqlx::Error::Io(std::io::Error::other(message)))
+        WriteError::Failed(format!("{step} failed for a group of stores: {class}"))
     }
 }
 
@@ -246,6 +256,24 @@ mod tests {
             !message.contains("INSERT"),
             "no SQL in the message: {message}"
         );
+    }
+
+    #[test]
+    fn test_a_shared_failure_names_the_step_and_the_class_only() {
+        let error = WriteError::Sqlite(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+            Some("a driver message quoting Doe^Jane".to_owned()),
+        ));
+        let shared = error.shared("COMMIT");
+        assert!(!shared.is_unique_violation());
+        let catalog_error = shared.into_catalog_error("store an instance");
+        assert_eq!(catalog_error.kind, CatalogErrorKind::Unavailable);
+        let message = catalog_error.to_string();
+        assert!(
+            message.contains("COMMIT failed for a group of stores"),
+            "{message}"
+        );
+        assert!(!message.contains("Doe"), "{message}");
     }
 
     #[test]
