@@ -237,8 +237,12 @@ impl SqlCatalog {
             .collect())
     }
 
-    /// Closes every connection of the pool; later calls fail with `Unavailable`.
+    /// Closes every connection of the pool and the SQLite writer; later calls fail with
+    /// `Unavailable` (point reads on SQLite excepted: their synchronous readers stay open).
     pub async fn close(&self) {
+        if let Some(writer) = &self.sqlite_writer {
+            writer.close();
+        }
         self.pool.close().await;
     }
 
@@ -807,5 +811,23 @@ mod tests {
         );
         let events = catalog.events_after(0, 100).await.expect("events");
         assert_eq!(events.len(), 5);
+    }
+
+    /// A closed catalog stores nothing more: the group commit's own connection closes too.
+    #[tokio::test]
+    async fn test_a_closed_catalog_refuses_stores() {
+        let directory = tempfile::tempdir().expect("temp dir");
+        let uri = format!("sqlite://{}/catalog.db", directory.path().display());
+        let catalog = SqlCatalog::connect(&uri, 2).await.expect("catalog");
+        catalog
+            .store_instance(&synthetic_record(1, 1, 1))
+            .await
+            .expect("store");
+        catalog.close().await;
+        let error = catalog
+            .store_instance(&synthetic_record(1, 1, 2))
+            .await
+            .expect_err("closed");
+        assert_eq!(error.kind, CatalogErrorKind::Unavailable);
     }
 }

@@ -81,6 +81,7 @@ impl PendingStores {
 pub(crate) struct SqliteWriterSlot {
     path: PathBuf,
     connection: Mutex<Option<rusqlite::Connection>>,
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl SqliteWriterSlot {
@@ -89,10 +90,23 @@ impl SqliteWriterSlot {
         Self {
             path,
             connection: Mutex::new(None),
+            closed: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
-    fn take_or_open(&self) -> rusqlite::Result<rusqlite::Connection> {
+    /// Closes the connection; later commits fail (`SqlCatalog::close`).
+    pub(crate) fn close(&self) {
+        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.connection
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+    }
+
+    fn take_or_open(&self) -> Result<rusqlite::Connection, WriteError> {
+        if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(WriteError::Failed("the catalog is closed".to_owned()));
+        }
         let idle = self
             .connection
             .lock()
@@ -100,19 +114,20 @@ impl SqliteWriterSlot {
             .take();
         match idle {
             Some(connection) => Ok(connection),
-            None => {
-                let connection = rusqlite::Connection::open(&self.path)?;
-                // As the pool's connections (`SQLITE_CONNECTION_PRAGMAS`); WAL mode is a
-                // property of the file, set by the pool.
-                connection.busy_timeout(Duration::from_secs(30))?;
-                connection.execute_batch(
-                    "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; \
-                     PRAGMA temp_store = MEMORY;",
-                )?;
-                connection.set_prepared_statement_cache_capacity(64);
-                Ok(connection)
-            }
+            None => Ok(self.open()?),
         }
+    }
+
+    fn open(&self) -> rusqlite::Result<rusqlite::Connection> {
+        let connection = rusqlite::Connection::open(&self.path)?;
+        // As the pool's connections (`SQLITE_CONNECTION_PRAGMAS`); WAL mode is a property of
+        // the file, set by the pool.
+        connection.busy_timeout(Duration::from_secs(30))?;
+        connection.execute_batch(
+            "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY;",
+        )?;
+        connection.set_prepared_statement_cache_capacity(64);
+        Ok(connection)
     }
 
     fn put_back(&self, connection: rusqlite::Connection) {
@@ -230,7 +245,6 @@ async fn commit_group(catalog: &SqlCatalog, batch: Vec<PendingStore>) {
     let mut connection = match slot.take_or_open() {
         Ok(connection) => connection,
         Err(error) => {
-            let error = WriteError::Sqlite(error);
             for pending in batch {
                 let _ = pending.reply.send(Err(error.shared("opening the writer")));
             }
