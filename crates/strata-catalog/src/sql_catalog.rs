@@ -25,7 +25,7 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{Any, AnyConnection, AnyPool, Connection, Executor, Transaction};
 use strata_types::{ObjectKey, SeriesUid, SopInstanceUid, StudyUid};
 use tokio::sync::{Mutex, MutexGuard};
-use tracing::{debug, info};
+use tracing::info;
 
 use crate::{
     CachedSeriesMetadata, Catalog, CatalogError, CatalogErrorKind, CatalogEvent, CatalogQuery,
@@ -372,16 +372,15 @@ impl Catalog for SqlCatalog {
         sop_instance_uid: &SopInstanceUid,
     ) -> CatalogResult<Option<String>> {
         // The duplicate check of every ingest: a point read by a unique key.
-        if let Some(readers) = &self.sqlite_readers {
-            let read = readers.read("read an instance checksum", |connection| {
+        let read = self.sqlite_readers.as_ref().and_then(|readers| {
+            readers.read_or_fall_back("read an instance checksum", |connection| {
                 let mut statement = connection.prepare_cached(store::EXISTING_SHA256_SQL)?;
                 let mut found = statement.query([sop_instance_uid.as_str()])?;
                 found.next()?.map(|row| row.get::<_, String>(0)).transpose()
-            });
-            match read {
-                Ok(found) => return Ok(found),
-                Err(error) => debug!(%error, "synchronous catalog read failed; using the pool"),
-            }
+            })
+        });
+        if let Some(found) = read {
+            return Ok(found);
         }
         store::existing_sha256(&self.pool, sop_instance_uid.as_str())
             .await
@@ -566,17 +565,16 @@ impl Catalog for SqlCatalog {
             Some(series_instance_uid),
             Some(sop_instance_uid),
         );
-        if let Some(readers) = &self.sqlite_readers {
-            let read = readers.read("read instance metadata", |connection| {
+        let read = self.sqlite_readers.as_ref().and_then(|readers| {
+            readers.read_or_fall_back("read instance metadata", |connection| {
                 let mut statement = connection.prepare_cached(builder.sql())?;
                 builder.bind_sqlite(&mut statement)?;
                 let mut found = statement.raw_query();
                 Ok(found.next()?.map(location_metadata_layout))
-            });
-            match read {
-                Ok(found) => return found.transpose(),
-                Err(error) => debug!(%error, "synchronous catalog read failed; using the pool"),
-            }
+            })
+        });
+        if let Some(found) = read {
+            return found.transpose();
         }
         let row = builder
             .build()

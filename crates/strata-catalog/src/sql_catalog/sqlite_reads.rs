@@ -84,6 +84,22 @@ impl SqliteReaders {
         result
     }
 
+    /// [`SqliteReaders::read`] for a caller that falls back to the async pool: `None` when
+    /// the read failed (logged at debug level).
+    pub(crate) fn read_or_fall_back<T>(
+        &self,
+        action: &str,
+        read: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Option<T> {
+        match self.read(action, read) {
+            Ok(value) => Some(value),
+            Err(error) => {
+                tracing::debug!(%error, "synchronous catalog read failed; using the pool");
+                None
+            }
+        }
+    }
+
     fn open(&self) -> rusqlite::Result<Connection> {
         let connection = Connection::open_with_flags(
             &self.path,
@@ -98,7 +114,17 @@ impl SqliteReaders {
 /// Wraps a rusqlite error raised while doing `action`. As with sqlx errors, the message names
 /// the class only: SQLite messages can quote values, and values may be patient data.
 pub(crate) fn sqlite_error(action: &str, error: rusqlite::Error) -> CatalogError {
-    let (kind, class) = match &error {
+    let (kind, class) = sqlite_error_class(&error);
+    CatalogError {
+        kind,
+        message: format!("failed to {action}: {class}"),
+        source: Some(Box::new(error)),
+    }
+}
+
+/// The kind of a rusqlite error and a short description free of values.
+pub(crate) fn sqlite_error_class(error: &rusqlite::Error) -> (CatalogErrorKind, String) {
+    match error {
         rusqlite::Error::SqliteFailure(failure, _) => (
             CatalogErrorKind::Unavailable,
             format!("database error (code {})", failure.extended_code),
@@ -114,10 +140,5 @@ pub(crate) fn sqlite_error(action: &str, error: rusqlite::Error) -> CatalogError
             CatalogErrorKind::Unavailable,
             "database driver error".to_owned(),
         ),
-    };
-    CatalogError {
-        kind,
-        message: format!("failed to {action}: {class}"),
-        source: Some(Box::new(error)),
     }
 }

@@ -175,8 +175,8 @@ impl SqlCatalog {
 impl TierCatalog for SqlCatalog {
     async fn object_tier(&self, object_key: &ObjectKey) -> CatalogResult<ObjectTier> {
         // On every first read of an object (a frame, a retrieval): the synchronous readers.
-        if let Some(readers) = &self.sqlite_readers {
-            let read = readers.read("read the tier of an object", |connection| {
+        let read = self.sqlite_readers.as_ref().and_then(|readers| {
+            readers.read_or_fall_back("read the tier of an object", |connection| {
                 let move_opt = connection
                     .prepare_cached(TIER_MOVE_SELECT)?
                     .query([object_key.as_str()])?
@@ -187,13 +187,10 @@ impl TierCatalog for SqlCatalog {
                 let mut found = statement.query([object_key.as_str(), object_key.as_str()])?;
                 let row = found.next()?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
                 Ok(move_opt.and_then(|move_opt| object_tier_row(row, move_opt)))
-            });
-            match read {
-                Ok(object_tier) => return object_tier,
-                Err(error) => {
-                    tracing::debug!(%error, "synchronous catalog read failed; using the pool");
-                }
-            }
+            })
+        });
+        if let Some(object_tier) = read {
+            return object_tier;
         }
         let row = sqlx::query(OBJECT_TIER_SELECT)
             .bind(object_key.as_str())

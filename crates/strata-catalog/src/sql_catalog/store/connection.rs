@@ -17,7 +17,7 @@ use sqlx::{AnyConnection, Row};
 
 use crate::error::is_unique_violation;
 use crate::sql_catalog::builder::SqlBuilder;
-use crate::sql_catalog::sqlite_reads::sqlite_error;
+use crate::sql_catalog::sqlite_reads::{sqlite_error, sqlite_error_class};
 use crate::{CatalogError, CatalogErrorKind};
 
 /// A failed statement of a store, from either driver.
@@ -68,10 +68,7 @@ impl WriteError {
     pub(crate) fn shared(&self, step: &str) -> WriteError {
         let class = match self {
             WriteError::Sqlx(_) => "database error".to_owned(),
-            WriteError::Sqlite(rusqlite::Error::SqliteFailure(failure, _)) => {
-                format!("database error (code {})", failure.extended_code)
-            }
-            WriteError::Sqlite(_) => "database driver error".to_owned(),
+            WriteError::Sqlite(error) => sqlite_error_class(error).1,
             WriteError::UnexpectedRow(what) => format!("unexpected {what}"),
             WriteError::Failed(reason) => reason.clone(),
         };
