@@ -2,6 +2,7 @@
 //! (reassembly) and writing messages fragmented to the peer's maximum PDU length.
 
 use std::collections::VecDeque;
+use std::io::Read;
 use std::net::TcpStream;
 
 use dicom_ul::association::SyncAssociation;
@@ -13,6 +14,16 @@ use crate::message::Command;
 
 /// The PDV item header inside a P-DATA-TF PDU: 4-byte length, context ID, control header.
 const PDV_HEADER_BYTES: u32 = 6;
+
+/// A PDU header: type, reserved byte, 4-byte length of what follows.
+const PDU_HEADER_BYTES: usize = 6;
+
+/// The PDU type of P-DATA-TF (PS3.8 Section 9.3.5).
+const PDATA_TF: u8 = 0x04;
+
+/// The largest PDU other than P-DATA-TF accepted after negotiation (release and abort PDUs
+/// are a few bytes; anything larger is a broken or hostile peer).
+const MAX_CONTROL_PDU_BYTES: u32 = 64 * 1024;
 
 /// An established association, from either side.
 pub(crate) enum Link {
@@ -33,13 +44,21 @@ pub(crate) struct Channel {
     pending: VecDeque<PDataValue>,
     /// The largest PDU the peer accepts (its max length, or a bound when it gave 0).
     peer_max_pdu: u32,
+    /// The largest P-DATA-TF PDU we announced; a peer sending more breaks PS3.8 and is aborted.
+    own_max_pdu: u32,
 }
 
 impl Channel {
     pub(crate) fn new(link: Link) -> Self {
-        let peer_max_pdu = match &link {
-            Link::Server(association) => association.requestor_max_pdu_length(),
-            Link::Client(association) => association.acceptor_max_pdu_length(),
+        let (peer_max_pdu, own_max_pdu) = match &link {
+            Link::Server(association) => (
+                association.requestor_max_pdu_length(),
+                association.acceptor_max_pdu_length(),
+            ),
+            Link::Client(association) => (
+                association.acceptor_max_pdu_length(),
+                association.requestor_max_pdu_length(),
+            ),
         };
         let peer_max_pdu = if peer_max_pdu == 0 {
             1 << 20
@@ -50,6 +69,7 @@ impl Channel {
             link,
             pending: VecDeque::new(),
             peer_max_pdu,
+            own_max_pdu,
         }
     }
 
@@ -60,12 +80,54 @@ impl Channel {
         }
     }
 
+    /// Reads the next PDU.
+    ///
+    /// P-DATA-TF PDUs carry nearly every byte of an association, so they are read here,
+    /// straight from the socket into one buffer per PDV: dicom-ul 0.10's `receive` reads through
+    /// a new 8 KiB buffer per call (eight system calls for a 64 KiB PDU) and copies each PDU
+    /// three times before the data reaches its consumer. Other PDUs are small and parsed by
+    /// dicom-ul. Bytes dicom-ul read ahead during negotiation are left to dicom-ul to parse.
     fn receive_pdu(&mut self) -> Result<Pdu, DimseError> {
-        let result = match &mut self.link {
-            Link::Server(association) => association.receive(),
-            Link::Client(association) => association.receive(),
+        let own_max_pdu = self.own_max_pdu;
+        let (stream, read_ahead) = match &mut self.link {
+            Link::Server(association) => SyncAssociation::get_mut(association),
+            Link::Client(association) => SyncAssociation::get_mut(association),
         };
-        result.map_err(|error| DimseError::aborted(format!("connection failed: {error}")))
+        if !read_ahead.is_empty() {
+            let result = match &mut self.link {
+                Link::Server(association) => association.receive(),
+                Link::Client(association) => association.receive(),
+            };
+            return result
+                .map_err(|error| DimseError::aborted(format!("connection failed: {error}")));
+        }
+        let mut header = [0u8; PDU_HEADER_BYTES];
+        read_exact(stream, &mut header)?;
+        let length = u32::from_be_bytes([header[2], header[3], header[4], header[5]]);
+        if header[0] == PDATA_TF {
+            if length > own_max_pdu {
+                return Err(DimseError::protocol(format!(
+                    "P-DATA-TF PDU of {length} bytes exceeds the maximum length negotiated \
+                     ({own_max_pdu})"
+                )));
+            }
+            return read_pdata_items(stream, length as usize).map(|data| Pdu::PData { data });
+        }
+        if length > MAX_CONTROL_PDU_BYTES {
+            return Err(DimseError::protocol(format!(
+                "PDU of type {:#04x} and {length} bytes is not expected on an established \
+                 association",
+                header[0]
+            )));
+        }
+        let mut bytes = Vec::with_capacity(PDU_HEADER_BYTES + length as usize);
+        bytes.extend_from_slice(&header);
+        read_to_vec(stream, &mut bytes, length as usize)?;
+        match dicom_ul::pdu::read_pdu(&bytes[..], own_max_pdu, false) {
+            Ok(Some(pdu)) => Ok(pdu),
+            Ok(None) => Err(DimseError::protocol("truncated PDU")),
+            Err(error) => Err(DimseError::protocol(format!("malformed PDU: {error}"))),
+        }
     }
 
     pub(crate) fn send_pdu(&mut self, pdu: &Pdu) -> Result<(), DimseError> {
@@ -215,26 +277,119 @@ impl Channel {
         let max_fragment = (self.peer_max_pdu - PDV_HEADER_BYTES) as usize;
         let mut chunks = bytes.chunks(max_fragment.max(1)).peekable();
         if bytes.is_empty() {
-            return self.send_pdu(&Pdu::PData {
-                data: vec![PDataValue {
-                    presentation_context_id,
-                    value_type,
-                    is_last: true,
-                    data: Vec::new(),
-                }],
-            });
+            return self.send_pdv(presentation_context_id, &value_type, true, &[]);
         }
         while let Some(chunk) = chunks.next() {
             let is_last = chunks.peek().is_none();
-            self.send_pdu(&Pdu::PData {
-                data: vec![PDataValue {
-                    presentation_context_id,
-                    value_type: value_type.clone(),
-                    is_last,
-                    data: chunk.to_vec(),
-                }],
-            })?;
+            self.send_pdv(presentation_context_id, &value_type, is_last, chunk)?;
         }
         Ok(())
+    }
+
+    /// Writes one P-DATA-TF PDU holding one PDV: its 12 header bytes and the fragment in one
+    /// vectored write, without copying the fragment into a PDU buffer first.
+    fn send_pdv(
+        &mut self,
+        presentation_context_id: u8,
+        value_type: &PDataValueType,
+        is_last: bool,
+        fragment: &[u8],
+    ) -> Result<(), DimseError> {
+        use std::io::{IoSlice, Write};
+        // Fragments are at most the peer's maximum PDU length (a u32), so these fit.
+        let item_length = u32::try_from(fragment.len() + 2)
+            .map_err(|_| DimseError::internal("PDV fragment too large"))?;
+        let mut header = [0u8; PDU_HEADER_BYTES + PDV_HEADER_BYTES as usize];
+        header[0] = PDATA_TF;
+        header[2..6].copy_from_slice(&(item_length + 4).to_be_bytes());
+        header[6..10].copy_from_slice(&item_length.to_be_bytes());
+        header[10] = presentation_context_id;
+        header[11] = u8::from(*value_type == PDataValueType::Command) | (u8::from(is_last) << 1);
+        let stream = self.stream();
+        let mut buffers = [IoSlice::new(&header), IoSlice::new(fragment)];
+        let mut remaining = &mut buffers[..];
+        while !remaining.is_empty() {
+            match stream.write_vectored(remaining) {
+                Ok(0) => return Err(DimseError::aborted("failed to send: connection closed")),
+                Ok(written) => IoSlice::advance_slices(&mut remaining, written),
+                Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(error) => return Err(DimseError::aborted(format!("failed to send: {error}"))),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads the PDV items of a P-DATA-TF PDU whose header has been read (PS3.8 Section 9.3.5.1),
+/// each into a buffer of its own size.
+fn read_pdata_items(
+    stream: &mut TcpStream,
+    pdu_length: usize,
+) -> Result<Vec<PDataValue>, DimseError> {
+    let mut values = Vec::with_capacity(1);
+    let mut remaining = pdu_length;
+    while remaining > 0 {
+        if remaining < PDV_HEADER_BYTES as usize {
+            return Err(DimseError::protocol(
+                "P-DATA-TF PDU ends inside a PDV item header",
+            ));
+        }
+        let mut item = [0u8; PDV_HEADER_BYTES as usize];
+        read_exact(stream, &mut item)?;
+        // The item length counts the context ID and control header, not the length field.
+        let item_length = u32::from_be_bytes([item[0], item[1], item[2], item[3]]) as usize;
+        if item_length < 2 || item_length > remaining - 4 {
+            return Err(DimseError::protocol(format!(
+                "PDV item of {item_length} bytes does not fit its P-DATA-TF PDU"
+            )));
+        }
+        let mut data = Vec::with_capacity(item_length - 2);
+        read_to_vec(stream, &mut data, item_length - 2)?;
+        let control_header = item[5];
+        values.push(PDataValue {
+            presentation_context_id: item[4],
+            value_type: if control_header & 0x01 != 0 {
+                PDataValueType::Command
+            } else {
+                PDataValueType::Data
+            },
+            is_last: control_header & 0x02 != 0,
+            data,
+        });
+        remaining -= 4 + item_length;
+    }
+    Ok(values)
+}
+
+/// Fills `buffer` from the socket; a closed or failed connection aborts the association.
+fn read_exact(stream: &mut TcpStream, buffer: &mut [u8]) -> Result<(), DimseError> {
+    stream.read_exact(buffer).map_err(connection_error)
+}
+
+/// Appends exactly `length` bytes from the socket to `buffer` (into its spare capacity, without
+/// zero-filling it first).
+fn read_to_vec(
+    stream: &mut TcpStream,
+    buffer: &mut Vec<u8>,
+    length: usize,
+) -> Result<(), DimseError> {
+    let read = stream
+        .by_ref()
+        .take(length as u64)
+        .read_to_end(buffer)
+        .map_err(connection_error)?;
+    if read < length {
+        return Err(DimseError::aborted(
+            "connection closed in the middle of a PDU",
+        ));
+    }
+    Ok(())
+}
+
+fn connection_error(error: std::io::Error) -> DimseError {
+    if error.kind() == std::io::ErrorKind::UnexpectedEof {
+        DimseError::aborted("connection closed by the peer")
+    } else {
+        DimseError::aborted(format!("connection failed: {error}"))
     }
 }

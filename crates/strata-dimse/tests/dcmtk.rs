@@ -820,6 +820,97 @@ async fn test_bad_peers_leave_nothing_stored_and_the_listener_serving() -> anyho
     Ok(())
 }
 
+/// Sends a C-STORE request command, then `raw` bytes as they are, and returns the PDU the
+/// archive answers with.
+fn store_then_send_raw(address: &str, raw: &[u8]) -> anyhow::Result<Pdu> {
+    use std::io::Write;
+    let mut association = ClientAssociationOptions::new()
+        .calling_ae_title("RAWPEER")
+        .called_ae_title("STRATA")
+        .with_presentation_context(
+            uids::CT_IMAGE_STORAGE,
+            vec![uids::EXPLICIT_VR_LITTLE_ENDIAN],
+        )
+        .establish_with(address)?;
+    let context_id = association
+        .presentation_contexts()
+        .first()
+        .context("no accepted context")?
+        .id;
+    let mut request = Command::new(command_field::C_STORE_RQ);
+    request
+        .put_u16(tags::MESSAGE_ID, 1)
+        .put_uid(tags::AFFECTED_SOP_CLASS_UID, uids::CT_IMAGE_STORAGE)
+        .put_u16(tags::PRIORITY, 0)
+        .put_u16(tags::COMMAND_DATA_SET_TYPE, 0)
+        .put_uid(tags::AFFECTED_SOP_INSTANCE_UID, "1.2.3.4.5.7");
+    association.send(&Pdu::PData {
+        data: vec![PDataValue {
+            presentation_context_id: context_id,
+            value_type: PDataValueType::Command,
+            is_last: true,
+            data: request.encode()?,
+        }],
+    })?;
+    association.inner_stream().write_all(raw)?;
+    Ok(association.receive()?)
+}
+
+/// A P-DATA-TF PDU header (PS3.8 Section 9.3.5) declaring `length` bytes.
+fn pdata_header(length: u32) -> Vec<u8> {
+    let mut header = vec![0x04, 0x00];
+    header.extend_from_slice(&length.to_be_bytes());
+    header
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_pdus_breaking_the_negotiated_limits_are_aborted() -> anyhow::Result<()> {
+    let node = TestNode::start(BTreeMap::new()).await?;
+    let address = node.dimse_addr.to_string();
+    let max_pdu = NodeConfig::default().dimse.max_pdu;
+
+    // A P-DATA-TF PDU longer than the maximum length the archive announced: aborted after
+    // its header, without buffering what the peer claims to send.
+    let mut oversized = pdata_header(max_pdu + 1);
+    oversized.extend_from_slice(&(max_pdu - 3).to_be_bytes());
+    oversized.extend_from_slice(&[1, 0x00]);
+    oversized.extend_from_slice(&[0u8; 1024]);
+    // A PDV item whose length runs past the end of its PDU.
+    let mut overrunning = pdata_header(10);
+    overrunning.extend_from_slice(&100u32.to_be_bytes());
+    overrunning.extend_from_slice(&[1, 0x00, 0, 0, 0, 0]);
+    for (case, raw) in [
+        ("oversized PDU", oversized),
+        ("overrunning PDV item", overrunning),
+    ] {
+        let address = address.clone();
+        let answer = tokio::task::spawn_blocking(move || store_then_send_raw(&address, &raw))
+            .await?
+            .with_context(|| case.to_owned())?;
+        assert!(
+            matches!(answer, Pdu::AbortRQ { .. }),
+            "{case}: answered with {}",
+            answer.short_description()
+        );
+    }
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        node.qido("instances").await?.is_empty(),
+        "something was stored"
+    );
+    assert!(
+        node.spool_files()?.is_empty(),
+        "spool files remain: {:?}",
+        node.spool_files()?
+    );
+    let status =
+        tokio::task::spawn_blocking(move || strata_dimse::echo(&address, "TESTSCU", "STRATA"))
+            .await??;
+    assert_eq!(status, 0x0000, "the listener no longer serves");
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_association_policy_rejects_with_the_standard_reasons() -> anyhow::Result<()> {
     if !dcmtk_available() {

@@ -104,7 +104,7 @@ impl SpoolWriter {
             .map_err(IngestError::Spool)?
             .into_parts();
         Ok(Self {
-            writer: std::io::BufWriter::with_capacity(SPOOL_BUFFER_BYTES, file),
+            writer: std::io::BufWriter::with_capacity(FRAGMENT_BUFFER_BYTES, file),
             file: path,
             hasher: Sha256::new(),
             size_bytes: 0,
@@ -140,6 +140,10 @@ impl SpoolWriter {
 
 /// Write buffer of a spool file: large writes, few system calls.
 const SPOOL_BUFFER_BYTES: usize = 256 * 1024;
+
+/// Write buffer of a spool file written in fragments (DIMSE PDVs): small fragments are
+/// gathered, fragments at least this large (a 64 KiB PDU's) go to the file without a copy.
+const FRAGMENT_BUFFER_BYTES: usize = 32 * 1024;
 
 /// Reserves a new unique path in the spool directory; the file is deleted on drop.
 pub(crate) async fn new_spool_path(spool_dir: &Path) -> Result<tempfile::TempPath, IngestError> {
