@@ -140,9 +140,50 @@ strata_ci_install_garage() {
   strata_ci_log "garage: installed $("$(strata_ci_garage_path)" --version 2>&1 | head -n 1)"
 }
 
+# Installs Docker (Debian's docker.io: a daemon and a client with BuildKit built in) and
+# debootstrap for the container image check, unless present.
+strata_ci_install_docker() {
+  local -a missing_packages=()
+  command -v dockerd >/dev/null 2>&1 || missing_packages+=(docker.io)
+  command -v debootstrap >/dev/null 2>&1 || missing_packages+=(debootstrap)
+  if ((${#missing_packages[@]} == 0)); then
+    strata_ci_log "apt: docker and debootstrap already installed"
+    return 0
+  fi
+  strata_ci_log "apt: installing ${missing_packages[*]}"
+  local -a sudo_cmd=()
+  if [[ $EUID -ne 0 ]]; then
+    sudo_cmd=(sudo)
+  fi
+  "${sudo_cmd[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q || return 1
+  "${sudo_cmd[@]}" env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -q --no-install-recommends "${missing_packages[@]}" || return 1
+}
+
+# Starts dockerd unless a daemon answers; waits up to 60 s for it.
+strata_ci_dockerd_start() {
+  if docker info >/dev/null 2>&1; then
+    return 0
+  fi
+  strata_ci_log "docker: starting dockerd"
+  (dockerd >"${CI_TMP_DIR:-/tmp}/dockerd.log" 2>&1 &)
+  local attempt
+  for attempt in $(seq 1 60); do
+    if docker info >/dev/null 2>&1; then
+      strata_ci_log "docker: daemon ready after ${attempt} s"
+      return 0
+    fi
+    sleep 1
+  done
+  strata_ci_error "dockerd did not start"
+  strata_ci_dump_log "${CI_TMP_DIR:-/tmp}/dockerd.log"
+  return 1
+}
+
 # Runs every installer in turn.
 strata_ci_install_all() {
   strata_ci_install_apt_packages || return 1
+  strata_ci_install_docker || return 1
   strata_ci_install_python_packages || return 1
   strata_ci_install_helm_check_packages || return 1
   strata_ci_install_garage || return 1

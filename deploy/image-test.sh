@@ -6,16 +6,18 @@
 #
 # The check: the image runs as uid 10001 with its own defaults (every role, SQLite and local
 # files under the /var/lib/strata volume); /livez and /readyz answer; dcmtk's echoscu gets
-# C-ECHO success; storescu stores a CT (explicit VR little endian) and a JPEG-LS MR; QIDO-RS
+# C-ECHO success; dcmsend stores a CT (explicit VR little endian) and a JPEG-LS MR; QIDO-RS
 # finds each by its SOP Instance UID; WADO-RS returns each in its stored transfer syntax with
-# the same SOP Instance UID and pixel data (pydicom); `docker stop` drains and the process exits 0 within the grace period;
-# the image size is printed.
+# the same SOP Instance UID and pixel data (pydicom); `docker stop` drains and the process
+# exits 0 within the grace period; the image size is printed.
 #
 # --standin-bases is for machines without registry access (such as the project's own, where
 # Docker Hub does not resolve): `debian:bookworm-slim` is bootstrapped from Debian's archive
 # (debootstrap, minbase) and `rust:1.95-bookworm` is that plus a C toolchain and this
-# machine's Rust 1.95.0 toolchain under /usr/local/rustup, as in the official image. They are
-# tagged with the official names, so deploy/Dockerfile is built unchanged.
+# machine's Rust 1.95.0 toolchain under /usr/local/rustup, as in the official image, and the
+# machine's extra CA certificates (/usr/local/share/ca-certificates: an egress proxy that
+# re-signs TLS must be trusted to download crates). They are tagged with the official names,
+# so deploy/Dockerfile is built unchanged.
 #
 # Needs: docker (20.10 or newer, BuildKit), dcmtk, curl, python3 with pydicom; debootstrap
 # and rustup's 1.95.0 toolchain for --standin-bases. The corpus is read from ../shared/corpus
@@ -46,7 +48,7 @@ dcmtk() {
   exit 1
 }
 ECHOSCU=$(dcmtk echoscu)
-STORESCU=$(dcmtk storescu)
+DCMSEND=$(dcmtk dcmsend)
 
 # A docker client that builds with BuildKit (the Dockerfile's cache mounts need it): one with
 # the buildx plugin, or a 20.x-22.x client, which has BuildKit built in.
@@ -65,7 +67,24 @@ build_standin_bases() {
   [[ -x $toolchain/bin/rustc ]] || { echo "rustup has no 1.95.0 toolchain" >&2; exit 1; }
   log "bootstrapping debian:bookworm-slim from the Debian archive"
   debootstrap --variant=minbase bookworm "$WORK/rootfs" http://deb.debian.org/debian >"$WORK/debootstrap.log"
-  rm -rf "$WORK/rootfs/var/cache/apt/archives/"*.deb "$WORK/rootfs/var/lib/apt/lists/"*
+  # As the official slim image: apt keeps no caches, dpkg installs no documentation.
+  cat >"$WORK/rootfs/etc/apt/apt.conf.d/docker-clean" <<'EOF'
+DPkg::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };
+APT::Update::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };
+Dir::Cache::pkgcache "";
+Dir::Cache::srcpkgcache "";
+EOF
+  cat >"$WORK/rootfs/etc/dpkg/dpkg.cfg.d/docker" <<'EOF'
+path-exclude /usr/share/doc/*
+path-include /usr/share/doc/*/copyright
+path-exclude /usr/share/man/*
+path-exclude /usr/share/info/*
+path-exclude /usr/share/locale/*
+EOF
+  find "$WORK/rootfs/usr/share/doc" -type f ! -name copyright -delete
+  rm -rf "$WORK/rootfs/usr/share/man/"* "$WORK/rootfs/usr/share/info/"* \
+    "$WORK/rootfs/usr/share/locale/"* "$WORK/rootfs/var/cache/apt/"*.bin \
+    "$WORK/rootfs/var/cache/apt/archives/"*.deb "$WORK/rootfs/var/lib/apt/lists/"*
   tar -C "$WORK/rootfs" -c . | docker import \
     -c 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
     -c 'CMD ["bash"]' - debian:bookworm-slim >/dev/null
@@ -75,6 +94,10 @@ build_standin_bases() {
   cp -a "$toolchain" "$WORK/rust/toolchain"
   rm -rf "$WORK/rust/toolchain/share/doc"
   cp "$(command -v rustup)" "$WORK/rust/rustup"
+  # The machine's own extra CAs (a TLS-intercepting egress proxy, as on the project's
+  # machine): the builder must trust them to reach crates.io. The runtime image is unchanged.
+  mkdir "$WORK/rust/ca"
+  find /usr/local/share/ca-certificates -name '*.crt' -exec cp {} "$WORK/rust/ca/" \; 2>/dev/null || true
   cat >"$WORK/rust/Dockerfile" <<'EOF'
 FROM debian:bookworm-slim
 RUN apt-get update \
@@ -85,6 +108,8 @@ ENV RUSTUP_HOME=/usr/local/rustup \
     CARGO_HOME=/usr/local/cargo \
     PATH=/usr/local/cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     RUST_VERSION=1.95.0
+COPY ca/ /usr/local/share/ca-certificates/
+RUN update-ca-certificates >/dev/null
 COPY toolchain /usr/local/rustup/toolchains/1.95.0-x86_64-unknown-linux-gnu
 COPY rustup /usr/local/cargo/bin/rustup
 RUN for tool in cargo rustc rustdoc; do ln -s rustup /usr/local/cargo/bin/$tool; done \
@@ -126,8 +151,8 @@ log "ready on $BASE and DIMSE port $DIMSE_PORT, running as uid $user"
 log "C-ECHO: success"
 
 FILES=("$CORPUS/valid/ct_explicit_le_private_tags.dcm" "$CORPUS/compressed/mr_jpegls_lossless.dcm")
-# -xs: propose each file's own transfer syntax, so the archive receives it unconverted.
-"$STORESCU" -aec STRATA -xs 127.0.0.1 "$DIMSE_PORT" "${FILES[@]}"
+# dcmsend proposes each file's own transfer syntax, so the archive receives it unconverted.
+"$DCMSEND" -aec STRATA 127.0.0.1 "$DIMSE_PORT" "${FILES[@]}"
 log "C-STORE: ${#FILES[@]} files stored"
 
 python3 - "$BASE" "${FILES[@]}" <<'EOF'
