@@ -23,6 +23,17 @@ strata_ci_dpkg_installed() {
   dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'
 }
 
+# apt-get update, then installs the given packages (with sudo when not root).
+strata_ci_apt_install() {
+  local -a sudo_cmd=()
+  if [[ $EUID -ne 0 ]]; then
+    sudo_cmd=(sudo)
+  fi
+  "${sudo_cmd[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q || return 1
+  "${sudo_cmd[@]}" env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -q --no-install-recommends "$@"
+}
+
 # Installs postgresql-15 (when its server binary is missing), dcmtk and cmake.
 # Runs `apt-get update` only when something has to be installed.
 strata_ci_install_apt_packages() {
@@ -41,13 +52,7 @@ strata_ci_install_apt_packages() {
     return 0
   fi
   strata_ci_log "apt: installing ${missing_packages[*]}"
-  local -a sudo_cmd=()
-  if [[ $EUID -ne 0 ]]; then
-    sudo_cmd=(sudo)
-  fi
-  "${sudo_cmd[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q || return 1
-  "${sudo_cmd[@]}" env DEBIAN_FRONTEND=noninteractive \
-    apt-get install -y -q --no-install-recommends "${missing_packages[@]}" || return 1
+  strata_ci_apt_install "${missing_packages[@]}" || return 1
   if [[ ! -x $STRATA_CI_PG_BIN/postgres ]]; then
     strata_ci_error "apt installed postgresql-15 but $STRATA_CI_PG_BIN/postgres is missing"
     return 1
@@ -151,13 +156,7 @@ strata_ci_install_docker() {
     return 0
   fi
   strata_ci_log "apt: installing ${missing_packages[*]}"
-  local -a sudo_cmd=()
-  if [[ $EUID -ne 0 ]]; then
-    sudo_cmd=(sudo)
-  fi
-  "${sudo_cmd[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q || return 1
-  "${sudo_cmd[@]}" env DEBIAN_FRONTEND=noninteractive \
-    apt-get install -y -q --no-install-recommends "${missing_packages[@]}" || return 1
+  strata_ci_apt_install "${missing_packages[@]}" || return 1
 }
 
 # Starts dockerd unless a daemon answers; waits up to 60 s for it.

@@ -143,6 +143,26 @@ impl TestNode {
         Ok(response.json().await?)
     }
 
+    /// After bad peers: no instance in the catalog, no spool file left, and the listener
+    /// still answers C-ECHO.
+    async fn assert_nothing_stored_and_still_serving(&self) -> anyhow::Result<()> {
+        assert!(
+            self.qido("instances").await?.is_empty(),
+            "something was stored"
+        );
+        assert!(
+            self.spool_files()?.is_empty(),
+            "spool files remain: {:?}",
+            self.spool_files()?
+        );
+        let address = self.dimse_addr.to_string();
+        let status =
+            tokio::task::spawn_blocking(move || strata_dimse::echo(&address, "TESTSCU", "STRATA"))
+                .await??;
+        assert_eq!(status, 0x0000, "the listener no longer serves");
+        Ok(())
+    }
+
     fn spool_files(&self) -> anyhow::Result<Vec<PathBuf>> {
         let spool = self.data_path.join("spool");
         let mut files = Vec::new();
@@ -743,30 +763,7 @@ async fn test_bad_peers_leave_nothing_stored_and_the_listener_serving() -> anyho
     {
         let address = address.clone();
         tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-            let mut association = ClientAssociationOptions::new()
-                .calling_ae_title("DROPPER")
-                .called_ae_title("STRATA")
-                .with_presentation_context(
-                    uids::CT_IMAGE_STORAGE,
-                    vec![uids::EXPLICIT_VR_LITTLE_ENDIAN],
-                )
-                .establish_with(&address)?;
-            let context_id = association.presentation_contexts()[0].id;
-            let mut request = Command::new(command_field::C_STORE_RQ);
-            request
-                .put_u16(tags::MESSAGE_ID, 1)
-                .put_uid(tags::AFFECTED_SOP_CLASS_UID, uids::CT_IMAGE_STORAGE)
-                .put_uid(tags::AFFECTED_SOP_INSTANCE_UID, "1.2.3.4.5.7")
-                .put_u16(tags::PRIORITY, 0)
-                .put_u16(tags::COMMAND_DATA_SET_TYPE, 0);
-            association.send(&Pdu::PData {
-                data: vec![PDataValue {
-                    presentation_context_id: context_id,
-                    value_type: PDataValueType::Command,
-                    is_last: true,
-                    data: request.encode()?,
-                }],
-            })?;
+            let (mut association, context_id) = send_ct_store_command(&address, "DROPPER")?;
             association.send(&Pdu::PData {
                 data: vec![PDataValue {
                     presentation_context_id: context_id,
@@ -804,28 +801,17 @@ async fn test_bad_peers_leave_nothing_stored_and_the_listener_serving() -> anyho
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    assert!(
-        node.qido("instances").await?.is_empty(),
-        "something was stored"
-    );
-    assert!(
-        node.spool_files()?.is_empty(),
-        "spool files remain: {:?}",
-        node.spool_files()?
-    );
-    let status =
-        tokio::task::spawn_blocking(move || strata_dimse::echo(&address, "TESTSCU", "STRATA"))
-            .await??;
-    assert_eq!(status, 0x0000, "the listener no longer serves");
-    Ok(())
+    node.assert_nothing_stored_and_still_serving().await
 }
 
-/// Sends a C-STORE request command, then `raw` bytes as they are, and returns the PDU the
-/// archive answers with.
-fn store_then_send_raw(address: &str, raw: &[u8]) -> anyhow::Result<Pdu> {
-    use std::io::Write;
+/// Opens an association proposing CT Image Storage and sends a C-STORE-RQ command (no data
+/// set yet); returns the association and the accepted context ID.
+fn send_ct_store_command(
+    address: &str,
+    calling_ae_title: &str,
+) -> anyhow::Result<(dicom_ul::ClientAssociation<std::net::TcpStream>, u8)> {
     let mut association = ClientAssociationOptions::new()
-        .calling_ae_title("RAWPEER")
+        .calling_ae_title(calling_ae_title)
         .called_ae_title("STRATA")
         .with_presentation_context(
             uids::CT_IMAGE_STORAGE,
@@ -841,9 +827,9 @@ fn store_then_send_raw(address: &str, raw: &[u8]) -> anyhow::Result<Pdu> {
     request
         .put_u16(tags::MESSAGE_ID, 1)
         .put_uid(tags::AFFECTED_SOP_CLASS_UID, uids::CT_IMAGE_STORAGE)
+        .put_uid(tags::AFFECTED_SOP_INSTANCE_UID, "1.2.3.4.5.7")
         .put_u16(tags::PRIORITY, 0)
-        .put_u16(tags::COMMAND_DATA_SET_TYPE, 0)
-        .put_uid(tags::AFFECTED_SOP_INSTANCE_UID, "1.2.3.4.5.7");
+        .put_u16(tags::COMMAND_DATA_SET_TYPE, 0);
     association.send(&Pdu::PData {
         data: vec![PDataValue {
             presentation_context_id: context_id,
@@ -852,6 +838,14 @@ fn store_then_send_raw(address: &str, raw: &[u8]) -> anyhow::Result<Pdu> {
             data: request.encode()?,
         }],
     })?;
+    Ok((association, context_id))
+}
+
+/// Sends a C-STORE request command, then `raw` bytes as they are, and returns the PDU the
+/// archive answers with.
+fn store_then_send_raw(address: &str, raw: &[u8]) -> anyhow::Result<Pdu> {
+    use std::io::Write;
+    let (mut association, _) = send_ct_store_command(address, "RAWPEER")?;
     association.inner_stream().write_all(raw)?;
     Ok(association.receive()?)
 }
@@ -895,20 +889,7 @@ async fn test_pdus_breaking_the_negotiated_limits_are_aborted() -> anyhow::Resul
     }
 
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(
-        node.qido("instances").await?.is_empty(),
-        "something was stored"
-    );
-    assert!(
-        node.spool_files()?.is_empty(),
-        "spool files remain: {:?}",
-        node.spool_files()?
-    );
-    let status =
-        tokio::task::spawn_blocking(move || strata_dimse::echo(&address, "TESTSCU", "STRATA"))
-            .await??;
-    assert_eq!(status, 0x0000, "the listener no longer serves");
-    Ok(())
+    node.assert_nothing_stored_and_still_serving().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
