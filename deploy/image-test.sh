@@ -32,8 +32,21 @@ IMAGE=strata:image-test
 WORK=$(mktemp -d /tmp/strata-image-test.XXXXXX)
 CONTAINER=""
 log() { printf '[%s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+# The images this run replaces (same tags, earlier runs): removed at the end once untagged,
+# so that repeated runs (CI) do not pile up gigabytes of old images.
+REPLACED_IMAGES=()
 cleanup() {
-  if [[ -n $CONTAINER ]]; then docker rm -f "$CONTAINER" >/dev/null 2>&1 || true; fi
+  # -v: the image declares /var/lib/strata a volume; the test's anonymous volume goes too.
+  if [[ -n $CONTAINER ]]; then docker rm -f -v "$CONTAINER" >/dev/null 2>&1 || true; fi
+  local image
+  for image in "${REPLACED_IMAGES[@]}"; do
+    if [[ -z $(docker image inspect -f '{{join .RepoTags ","}}' "$image" 2>/dev/null) ]]; then
+      docker rmi "$image" >/dev/null 2>&1 || true
+    fi
+  done
+  # BuildKit's cache: the least recently used entries beyond 8 GB go (the cargo registry and
+  # target cache mounts, used by every build, stay).
+  docker builder prune -f --keep-storage 8GB >/dev/null 2>&1 || true
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -120,6 +133,10 @@ EOF
   docker build -q -t rust:1.95-bookworm "$WORK/rust" >/dev/null
   rm -rf "$WORK/rust"
 }
+
+for tag in "$IMAGE" debian:bookworm-slim rust:1.95-bookworm; do
+  if id=$(docker image inspect -f '{{.Id}}' "$tag" 2>/dev/null); then REPLACED_IMAGES+=("$id"); fi
+done
 
 ((STANDIN)) && build_standin_bases
 
