@@ -2,7 +2,7 @@
 //! (reassembly) and writing messages fragmented to the peer's maximum PDU length.
 
 use std::collections::VecDeque;
-use std::io::Read;
+use std::io::{Cursor, Read};
 use std::net::TcpStream;
 
 use dicom_ul::association::SyncAssociation;
@@ -46,10 +46,17 @@ pub(crate) struct Channel {
     peer_max_pdu: u32,
     /// The largest P-DATA-TF PDU we announced; a peer sending more breaks PS3.8 and is aborted.
     own_max_pdu: u32,
+    /// Bytes dicom-ul read past the association negotiation, read before the socket.
+    read_ahead: Cursor<Vec<u8>>,
 }
 
 impl Channel {
-    pub(crate) fn new(link: Link) -> Self {
+    pub(crate) fn new(mut link: Link) -> Self {
+        // From here on every PDU is read by `receive_pdu`; dicom-ul's buffer stays empty.
+        let read_ahead = match &mut link {
+            Link::Server(association) => SyncAssociation::get_mut(association).1.split(),
+            Link::Client(association) => SyncAssociation::get_mut(association).1.split(),
+        };
         let (peer_max_pdu, own_max_pdu) = match &link {
             Link::Server(association) => (
                 association.requestor_max_pdu_length(),
@@ -70,6 +77,7 @@ impl Channel {
             pending: VecDeque::new(),
             peer_max_pdu,
             own_max_pdu,
+            read_ahead: Cursor::new(read_ahead.to_vec()),
         }
     }
 
@@ -86,47 +94,18 @@ impl Channel {
     /// straight from the socket into one buffer per PDV: dicom-ul 0.10's `receive` reads through
     /// a new 8 KiB buffer per call (eight system calls for a 64 KiB PDU) and copies each PDU
     /// three times before the data reaches its consumer. Other PDUs are small and parsed by
-    /// dicom-ul. Bytes dicom-ul read ahead during negotiation are left to dicom-ul to parse.
+    /// dicom-ul.
     fn receive_pdu(&mut self) -> Result<Pdu, DimseError> {
         let own_max_pdu = self.own_max_pdu;
-        let (stream, read_ahead) = match &mut self.link {
-            Link::Server(association) => SyncAssociation::get_mut(association),
-            Link::Client(association) => SyncAssociation::get_mut(association),
+        let stream = match &mut self.link {
+            Link::Server(association) => association.inner_stream(),
+            Link::Client(association) => association.inner_stream(),
         };
-        if !read_ahead.is_empty() {
-            let result = match &mut self.link {
-                Link::Server(association) => association.receive(),
-                Link::Client(association) => association.receive(),
-            };
-            return result
-                .map_err(|error| DimseError::aborted(format!("connection failed: {error}")));
-        }
-        let mut header = [0u8; PDU_HEADER_BYTES];
-        read_exact(stream, &mut header)?;
-        let length = u32::from_be_bytes([header[2], header[3], header[4], header[5]]);
-        if header[0] == PDATA_TF {
-            if length > own_max_pdu {
-                return Err(DimseError::protocol(format!(
-                    "P-DATA-TF PDU of {length} bytes exceeds the maximum length negotiated \
-                     ({own_max_pdu})"
-                )));
-            }
-            return read_pdata_items(stream, length as usize).map(|data| Pdu::PData { data });
-        }
-        if length > MAX_CONTROL_PDU_BYTES {
-            return Err(DimseError::protocol(format!(
-                "PDU of type {:#04x} and {length} bytes is not expected on an established \
-                 association",
-                header[0]
-            )));
-        }
-        let mut bytes = Vec::with_capacity(PDU_HEADER_BYTES + length as usize);
-        bytes.extend_from_slice(&header);
-        read_to_vec(stream, &mut bytes, length as usize)?;
-        match dicom_ul::pdu::read_pdu(&bytes[..], own_max_pdu, false) {
-            Ok(Some(pdu)) => Ok(pdu),
-            Ok(None) => Err(DimseError::protocol("truncated PDU")),
-            Err(error) => Err(DimseError::protocol(format!("malformed PDU: {error}"))),
+        let read_ahead = &mut self.read_ahead;
+        if read_ahead.position() < read_ahead.get_ref().len() as u64 {
+            read_pdu(&mut read_ahead.chain(stream), own_max_pdu)
+        } else {
+            read_pdu(stream, own_max_pdu)
         }
     }
 
@@ -171,12 +150,8 @@ impl Channel {
         if !self.pending.is_empty() {
             return true;
         }
-        // dicom-ul may already hold the next PDU's bytes in its read buffer.
-        let buffered = match &mut self.link {
-            Link::Server(association) => !SyncAssociation::get_mut(association).1.is_empty(),
-            Link::Client(association) => !SyncAssociation::get_mut(association).1.is_empty(),
-        };
-        if buffered {
+        // Bytes read ahead during the negotiation may hold the next PDU.
+        if self.read_ahead.position() < self.read_ahead.get_ref().len() as u64 {
             return true;
         }
         let stream = self.stream();
@@ -320,10 +295,42 @@ impl Channel {
     }
 }
 
+/// Reads one PDU from `reader`: P-DATA-TF item by item, anything else (release, abort) whole
+/// and parsed by dicom-ul.
+fn read_pdu(reader: &mut impl Read, own_max_pdu: u32) -> Result<Pdu, DimseError> {
+    let mut header = [0u8; PDU_HEADER_BYTES];
+    read_exact(reader, &mut header)?;
+    let length = u32::from_be_bytes([header[2], header[3], header[4], header[5]]);
+    if header[0] == PDATA_TF {
+        if length > own_max_pdu {
+            return Err(DimseError::protocol(format!(
+                "P-DATA-TF PDU of {length} bytes exceeds the maximum length negotiated \
+                 ({own_max_pdu})"
+            )));
+        }
+        return read_pdata_items(reader, length as usize).map(|data| Pdu::PData { data });
+    }
+    if length > MAX_CONTROL_PDU_BYTES {
+        return Err(DimseError::protocol(format!(
+            "PDU of type {:#04x} and {length} bytes is not expected on an established \
+             association",
+            header[0]
+        )));
+    }
+    let mut bytes = Vec::with_capacity(PDU_HEADER_BYTES + length as usize);
+    bytes.extend_from_slice(&header);
+    read_to_vec(reader, &mut bytes, length as usize)?;
+    match dicom_ul::pdu::read_pdu(&bytes[..], own_max_pdu, false) {
+        Ok(Some(pdu)) => Ok(pdu),
+        Ok(None) => Err(DimseError::protocol("truncated PDU")),
+        Err(error) => Err(DimseError::protocol(format!("malformed PDU: {error}"))),
+    }
+}
+
 /// Reads the PDV items of a P-DATA-TF PDU whose header has been read (PS3.8 Section 9.3.5.1),
 /// each into a buffer of its own size.
 fn read_pdata_items(
-    stream: &mut TcpStream,
+    reader: &mut impl Read,
     pdu_length: usize,
 ) -> Result<Vec<PDataValue>, DimseError> {
     let mut values = Vec::with_capacity(1);
@@ -335,7 +342,7 @@ fn read_pdata_items(
             ));
         }
         let mut item = [0u8; PDV_HEADER_BYTES as usize];
-        read_exact(stream, &mut item)?;
+        read_exact(reader, &mut item)?;
         // The item length counts the context ID and control header, not the length field.
         let item_length = u32::from_be_bytes([item[0], item[1], item[2], item[3]]) as usize;
         if item_length < 2 || item_length > remaining - 4 {
@@ -344,7 +351,7 @@ fn read_pdata_items(
             )));
         }
         let mut data = Vec::with_capacity(item_length - 2);
-        read_to_vec(stream, &mut data, item_length - 2)?;
+        read_to_vec(reader, &mut data, item_length - 2)?;
         let control_header = item[5];
         values.push(PDataValue {
             presentation_context_id: item[4],
@@ -362,18 +369,18 @@ fn read_pdata_items(
 }
 
 /// Fills `buffer` from the socket; a closed or failed connection aborts the association.
-fn read_exact(stream: &mut TcpStream, buffer: &mut [u8]) -> Result<(), DimseError> {
-    stream.read_exact(buffer).map_err(connection_error)
+fn read_exact(reader: &mut impl Read, buffer: &mut [u8]) -> Result<(), DimseError> {
+    reader.read_exact(buffer).map_err(connection_error)
 }
 
 /// Appends exactly `length` bytes from the socket to `buffer` (into its spare capacity, without
 /// zero-filling it first).
 fn read_to_vec(
-    stream: &mut TcpStream,
+    reader: &mut impl Read,
     buffer: &mut Vec<u8>,
     length: usize,
 ) -> Result<(), DimseError> {
-    let read = stream
+    let read = reader
         .by_ref()
         .take(length as u64)
         .read_to_end(buffer)
@@ -391,5 +398,75 @@ fn connection_error(error: std::io::Error) -> DimseError {
         DimseError::aborted("connection closed by the peer")
     } else {
         DimseError::aborted(format!("connection failed: {error}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A P-DATA-TF PDU with one PDV item.
+    fn pdata(context_id: u8, control_header: u8, data: &[u8]) -> Vec<u8> {
+        let item_length = u32::try_from(data.len() + 2).unwrap();
+        let mut pdu = vec![PDATA_TF, 0];
+        pdu.extend_from_slice(&(item_length + 4).to_be_bytes());
+        pdu.extend_from_slice(&item_length.to_be_bytes());
+        pdu.extend_from_slice(&[context_id, control_header]);
+        pdu.extend_from_slice(data);
+        pdu
+    }
+
+    #[test]
+    fn test_a_pdu_split_between_read_ahead_and_socket_is_read_whole() {
+        let mut wire = pdata(3, 0x03, b"command bytes");
+        wire.extend_from_slice(&pdata(3, 0x00, &[7u8; 1000]));
+        // dicom-ul read the first PDU and part of the second during negotiation.
+        let (ahead, rest) = wire.split_at(30);
+        let mut read_ahead = Cursor::new(ahead.to_vec());
+        let mut socket = Cursor::new(rest.to_vec());
+
+        let first = read_pdu(&mut (&mut read_ahead).chain(&mut socket), 16_384).unwrap();
+        let Pdu::PData { data } = first else {
+            panic!("not P-DATA: {first:?}")
+        };
+        assert_eq!(data.len(), 1);
+        assert_eq!(data[0].presentation_context_id, 3);
+        assert_eq!(data[0].value_type, PDataValueType::Command);
+        assert!(data[0].is_last);
+        assert_eq!(data[0].data, b"command bytes");
+
+        let second = read_pdu(&mut (&mut read_ahead).chain(&mut socket), 16_384).unwrap();
+        let Pdu::PData { data } = second else {
+            panic!("not P-DATA: {second:?}")
+        };
+        assert_eq!(data[0].value_type, PDataValueType::Data);
+        assert!(!data[0].is_last);
+        assert_eq!(data[0].data, vec![7u8; 1000]);
+    }
+
+    #[test]
+    fn test_pdus_breaking_the_limits_are_refused() {
+        let oversized = pdata(1, 0x00, &[0u8; 2000]);
+        let error = read_pdu(&mut Cursor::new(oversized), 1024).unwrap_err();
+        assert_eq!(error.kind, crate::DimseErrorKind::Protocol, "{error}");
+
+        let mut overrunning = vec![PDATA_TF, 0, 0, 0, 0, 10];
+        overrunning.extend_from_slice(&100u32.to_be_bytes());
+        overrunning.extend_from_slice(&[1, 0, 0, 0, 0, 0]);
+        let error = read_pdu(&mut Cursor::new(overrunning), 16_384).unwrap_err();
+        assert_eq!(error.kind, crate::DimseErrorKind::Protocol, "{error}");
+
+        let mut truncated = pdata(1, 0x00, &[0u8; 100]);
+        truncated.truncate(50);
+        let error = read_pdu(&mut Cursor::new(truncated), 16_384).unwrap_err();
+        assert_eq!(error.kind, crate::DimseErrorKind::Aborted, "{error}");
+    }
+
+    #[test]
+    fn test_control_pdus_are_parsed_by_dicom_ul() {
+        // A-RELEASE-RQ: type 5, length 4, four reserved bytes.
+        let release = vec![0x05, 0, 0, 0, 0, 4, 0, 0, 0, 0];
+        let pdu = read_pdu(&mut Cursor::new(release), 16_384).unwrap();
+        assert!(matches!(pdu, Pdu::ReleaseRQ), "{pdu:?}");
     }
 }
