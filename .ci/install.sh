@@ -20,7 +20,7 @@ STRATA_CI_HELM_CHECK_PIP_PACKAGES=("helm-python-sdk==0.2.2" "kubernetes-validate
 
 # Returns 0 when the Debian package is installed.
 strata_ci_dpkg_installed() {
-  dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'
+  [[ $(dpkg-query -W -f='${Status}' "$1" 2>/dev/null || true) == *"install ok installed"* ]]
 }
 
 # apt-get update, then installs the given packages (with sudo when not root).

@@ -92,11 +92,14 @@ start_strata() {
 }
 
 # dcmtk's storescp receiving and discarding (--ignore), forking per association: the
-# protocol's limit on this machine. The first storescp on PATH may be pynetdicom's.
+# protocol's limit on this machine. The first storescp on PATH may be pynetdicom's. The
+# version text is read whole before it is matched (`grep -q` in a pipe can SIGPIPE the tool,
+# which pipefail reports as no match).
 dcmtk_storescp() {
-  local candidate
+  local candidate version
   for candidate in $(type -ap storescp) /usr/bin/storescp; do
-    if "$candidate" --version 2>&1 | grep -qi dcmtk; then echo "$candidate"; return 0; fi
+    version=$("$candidate" --version 2>&1 || true)
+    if [[ ${version,,} == *dcmtk* ]]; then echo "$candidate"; return 0; fi
   done
   return 1
 }

@@ -51,11 +51,14 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# dcmtk's tools, not pynetdicom's console scripts of the same names.
+# dcmtk's tools, not pynetdicom's console scripts of the same names. The version text is read
+# whole before it is matched: piping it into `grep -q`, which exits at the first match, can kill
+# the tool with SIGPIPE while it still writes, and pipefail then turns the match into a failure.
 dcmtk() {
-  local tool
+  local tool version
   for tool in $(type -ap "$1"); do
-    if "$tool" --version 2>&1 | grep -qi dcmtk; then echo "$tool"; return; fi
+    version=$("$tool" --version 2>&1 || true)
+    if [[ ${version,,} == *dcmtk* ]]; then echo "$tool"; return; fi
   done
   echo "dcmtk's $1 is not installed (apt-get install dcmtk)" >&2
   exit 1
