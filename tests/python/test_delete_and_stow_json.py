@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import threading
 import uuid
 from collections.abc import Iterator
 
@@ -221,6 +222,56 @@ def test_delete_of_a_study_under_legal_hold_is_409(deletable_archive: Archive) -
     assert released.status_code == 200, released.text
     assert delete(deletable_archive, f"/studies/{study_uid}").status_code == 204
     assert instance_uids(deletable_archive, study_uid) == set()
+
+
+def test_delete_and_restore_race(deletable_archive: Archive) -> None:
+    """Deletes an instance while another client stores the same instance again, many times.
+    Either order is a valid outcome, but whenever QIDO-RS lists the instance, WADO-RS must
+    return it whole: a store landing between the deletion's commit and its object purge once
+    left a row without its object (content-addressed keys: the re-stored object is the very
+    key the purge deletes)."""
+    study_uid, series_uid = new_uid(), new_uid()
+    # A second instance keeps the study alive, so a store never races the removal of its study.
+    keeper = synthetic_instance(study_uid, series_uid, 1)
+    contested = synthetic_instance(study_uid, series_uid, 2)
+    deletable_archive.client().store_instances([keeper, contested])
+    instance_path = f"/studies/{study_uid}/series/{series_uid}/instances/{contested.SOPInstanceUID}"
+    outcomes = {"deleted": 0, "stored_after_delete": 0}
+    for _round in range(40):
+        if contested.SOPInstanceUID not in instance_uids(deletable_archive, study_uid):
+            deletable_archive.client().store_instances([contested])
+        start = threading.Barrier(2)
+        results: dict[str, object] = {}
+
+        def delete_it() -> None:
+            start.wait()
+            results["delete"] = delete(deletable_archive, instance_path).status_code
+
+        def store_it() -> None:
+            client = deletable_archive.client()
+            start.wait()
+            client.store_instances([contested])
+            results["store"] = "ok"
+
+        threads = [threading.Thread(target=delete_it), threading.Thread(target=store_it)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=HTTP_TIMEOUT)
+        assert results.get("store") == "ok", results
+        assert results.get("delete") in (204, 404), results
+
+        if contested.SOPInstanceUID in instance_uids(deletable_archive, study_uid):
+            outcomes["stored_after_delete"] += 1
+            retrieved = deletable_archive.client().retrieve_instance(study_uid, series_uid, contested.SOPInstanceUID)
+            assert retrieved.SOPInstanceUID == contested.SOPInstanceUID
+            assert retrieved.PixelData == contested.PixelData
+        else:
+            outcomes["deleted"] += 1
+    print("delete/restore outcomes:", outcomes)
+    # Both orders happen over 40 rounds; the check above is what matters.
+    assert sum(outcomes.values()) == 40, outcomes
+    assert instance_uids(deletable_archive, study_uid) >= {keeper.SOPInstanceUID}
 
 
 # -------------------------------------------------- STOW-RS of dicom+json

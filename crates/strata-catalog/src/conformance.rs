@@ -13,6 +13,7 @@
 mod deleting;
 mod matching;
 mod ordering;
+mod purging;
 mod records;
 mod results;
 mod retrieval;
@@ -38,6 +39,7 @@ pub use matching::{
     single_and_wildcard_case_rules,
 };
 pub use ordering::fhir_search_support;
+pub use purging::{concurrent_purges_and_stores, purges_fence_stores};
 pub use records::{
     CT_IMAGE_STORAGE, EXPLICIT_VR_LITTLE_ENDIAN, MR_IMAGE_STORAGE, SECONDARY_CAPTURE_IMAGE_STORAGE,
     synthetic_record, synthetic_series_uid, synthetic_sha256, synthetic_sop_instance_uid,
@@ -124,6 +126,8 @@ macro_rules! catalog_conformance_tests {
             deleting_unknown_uids,
             store_after_delete,
             concurrent_deletes_and_stores,
+            purges_fence_stores,
+            concurrent_purges_and_stores,
             retrieval_support,
         );
     };

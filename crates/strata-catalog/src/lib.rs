@@ -101,6 +101,30 @@ pub trait Catalog: Send + Sync + 'static {
     /// content-addressed, so a deleted instance stored again refers to the same key).
     async fn object_key_referenced(&self, key: &strata_types::ObjectKey) -> CatalogResult<bool>;
 
+    /// Returns the purge state of the object `key`: what a writer reads before it writes the
+    /// object and records in [`InstanceRecord::purge_generation`].
+    async fn object_purge_state(
+        &self,
+        key: &strata_types::ObjectKey,
+    ) -> CatalogResult<ObjectPurgeState>;
+
+    /// Begins purging the object `key`, in one transaction serialised with every store: when
+    /// no instance row refers to the key, marks a purge in progress and returns its generation;
+    /// returns `None` (and changes nothing) when a row refers to it. The caller then deletes
+    /// the object and calls [`Catalog::finish_object_purge`]. A store whose writer read the
+    /// state before this began is refused with [`StoreOutcome::ObjectPurged`], so an object
+    /// written for a new row is never deleted under it.
+    async fn begin_object_purge(&self, key: &strata_types::ObjectKey)
+    -> CatalogResult<Option<i64>>;
+
+    /// Ends purge `generation` of the object `key` once the object is deleted (a later purge
+    /// of the key leaves it alone), and forgets purges that ended more than a day ago.
+    async fn finish_object_purge(
+        &self,
+        key: &strata_types::ObjectKey,
+        generation: i64,
+    ) -> CatalogResult<()>;
+
     /// Returns up to `limit` events with a sequence greater than `after`, oldest first.
     async fn events_after(&self, after: i64, limit: u32) -> CatalogResult<Vec<CatalogEvent>>;
 

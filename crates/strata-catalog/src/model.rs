@@ -104,6 +104,10 @@ pub struct InstanceRecord {
     /// Where the top-level Pixel Data lies in the stored object (JSON written by the ingest
     /// pipeline, read by WADO-RS frames); `None` without pixel data.
     pub pixel_data_layout: Option<String>,
+    /// The [`ObjectPurgeState::generation`] of the object's key that the writer read before
+    /// it wrote the object, with no purge in progress (0: never purged). The store refuses
+    /// with [`StoreOutcome::ObjectPurged`] when the key's purges moved on since.
+    pub purge_generation: i64,
 }
 
 /// What `store_instance` did.
@@ -116,6 +120,41 @@ pub enum StoreOutcome {
     AlreadyStored,
     /// The SOP Instance UID is already stored with different content: nothing changed.
     Conflict { existing_sha256: String },
+    /// A purge of the object's key began (or is still running) since the writer read
+    /// [`InstanceRecord::purge_generation`], so the object it wrote may have been deleted:
+    /// nothing changed. The writer reads the purge state again, rewrites the object and
+    /// stores again.
+    ObjectPurged,
+}
+
+/// How long a purge may take before its `purging` mark is considered abandoned (the purger
+/// crashed between beginning the purge and finishing it). Purgers give up on an object
+/// deletion well before this (see `strata_ingest::purge`).
+pub const PURGE_LEASE_MS: i64 = 10 * 60 * 1000;
+
+/// What the catalog records of the purges of one object key (see
+/// [`crate::Catalog::begin_object_purge`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ObjectPurgeState {
+    /// How many purges of the key have begun; 0 when none did (or their record expired).
+    pub generation: i64,
+    /// When the running purge began (Unix ms); `None` when none is running.
+    pub purging_since_ms: Option<i64>,
+}
+
+impl ObjectPurgeState {
+    /// Whether a purge may be deleting the object at `now_ms`: one began less than
+    /// [`PURGE_LEASE_MS`] ago and has not finished.
+    pub fn in_progress(&self, now_ms: i64) -> bool {
+        self.purging_since_ms
+            .is_some_and(|since| now_ms.saturating_sub(since) < PURGE_LEASE_MS)
+    }
+
+    /// Whether a store that read `purge_generation` (with no purge in progress) before writing
+    /// its object may commit, seeing this state at `now_ms` in its transaction.
+    pub fn admits(&self, purge_generation: i64, now_ms: i64) -> bool {
+        self.generation == purge_generation && !self.in_progress(now_ms)
+    }
 }
 
 /// The stored location of one instance, as WADO-RS needs it.

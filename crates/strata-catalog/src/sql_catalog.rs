@@ -10,6 +10,7 @@ mod builder;
 mod delete;
 mod filter;
 mod migrations;
+mod purge;
 mod rows;
 mod search;
 mod sqlite_reads;
@@ -30,7 +31,7 @@ use tracing::info;
 use crate::{
     CachedSeriesMetadata, Catalog, CatalogError, CatalogErrorKind, CatalogEvent, CatalogQuery,
     CatalogResult, DeleteOutcome, DeleteScope, EventKind, InstanceLocation, InstanceRecord,
-    QueryMatch, QueryOrder, StoreOutcome, StoredObject,
+    ObjectPurgeState, QueryMatch, QueryOrder, StoreOutcome, StoredObject,
 };
 use builder::SqlBuilder;
 use rows::CatalogRow;
@@ -491,6 +492,21 @@ impl Catalog for SqlCatalog {
     #[tracing::instrument(name = "catalog.object_key_referenced", skip_all)]
     async fn object_key_referenced(&self, key: &ObjectKey) -> CatalogResult<bool> {
         delete::object_key_referenced(self, key.as_str()).await
+    }
+
+    #[tracing::instrument(name = "catalog.object_purge_state", skip_all)]
+    async fn object_purge_state(&self, key: &ObjectKey) -> CatalogResult<ObjectPurgeState> {
+        purge::object_purge_state(self, key.as_str()).await
+    }
+
+    #[tracing::instrument(name = "catalog.begin_object_purge", skip_all)]
+    async fn begin_object_purge(&self, key: &ObjectKey) -> CatalogResult<Option<i64>> {
+        purge::begin(self, key.as_str()).await
+    }
+
+    #[tracing::instrument(name = "catalog.finish_object_purge", skip_all)]
+    async fn finish_object_purge(&self, key: &ObjectKey, generation: i64) -> CatalogResult<()> {
+        purge::finish(self, key.as_str(), generation).await
     }
 
     #[tracing::instrument(name = "catalog.events_after", skip_all)]

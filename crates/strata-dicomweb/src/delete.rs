@@ -16,6 +16,7 @@ use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use http::StatusCode;
 use strata_catalog::{Catalog, CatalogErrorKind, CatalogResult, DeleteOutcome, DeleteScope};
+use strata_ingest::purge_object;
 use strata_storage::BlobStore;
 use strata_types::{ObjectKey, SeriesUid, SopInstanceUid, StudyUid};
 use tracing::{info, warn};
@@ -157,9 +158,10 @@ async fn respond(
 }
 
 /// Deletes `scope` from the catalog (one transaction, with its `InstanceDeleted` events), then
-/// deletes from `store` the objects no remaining instance refers to. A failed object deletion
-/// is logged and leaves an unreferenced object behind; it does not fail the call, since the
-/// catalog change is committed.
+/// purges from `store` the objects no remaining instance refers to (`strata_ingest::purge`: an
+/// ingest storing the same content meanwhile keeps its object). A failed purge is logged and
+/// leaves an unreferenced object behind; it does not fail the call, since the catalog change
+/// is committed.
 pub async fn delete_and_purge(
     catalog: &dyn Catalog,
     store: &dyn BlobStore,
@@ -169,15 +171,7 @@ pub async fn delete_and_purge(
     futures::stream::iter(&outcome.instances)
         .for_each_concurrent(PURGE_CONCURRENCY, |instance| async move {
             let key = &instance.object.key;
-            match catalog.object_key_referenced(key).await {
-                Ok(false) => {}
-                Ok(true) => return,
-                Err(error) => {
-                    warn!(%error, object_key = %key, "object left in place: reference check failed");
-                    return;
-                }
-            }
-            if let Err(error) = store.delete(key).await {
+            if let Err(error) = purge_object(catalog, store, key).await {
                 warn!(%error, object_key = %key, "failed to delete the object of a deleted instance");
             }
         })

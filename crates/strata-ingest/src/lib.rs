@@ -9,9 +9,11 @@
 
 mod outcome;
 mod pipeline;
+pub mod purge;
 mod spool;
 
 pub use outcome::{FailureReason, IngestError, IngestOutcome, StoredInstance, WarningReason};
 pub use pipeline::{IngestPipeline, IngestSettings};
+pub use purge::{Purge, PurgeError, purge_object};
 pub use spool::{SpoolWriter, SpooledObject};
 pub use strata_catalog::IngestSource;

@@ -2,10 +2,11 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
 use strata_catalog::{
-    Catalog, IngestSource, InstanceAttributes, InstanceRecord, PatientAttributes,
+    Catalog, IngestSource, InstanceAttributes, InstanceRecord, ObjectPurgeState, PatientAttributes,
     RequestAttributes, SeriesAttributes, StoreOutcome, StoredObject, StudyAttributes,
 };
 use strata_dicom::{InspectLimits, InspectedInstance, inspect_file, write_part10_header};
@@ -16,10 +17,21 @@ use strata_types::{ObjectKey, StudyUid};
 use tracing::{info, warn};
 
 use crate::outcome::refusal_for;
+use crate::purge::purge_object;
 use crate::spool::new_spool_path;
 use crate::{
     FailureReason, IngestError, IngestOutcome, SpooledObject, StoredInstance, WarningReason,
 };
+
+/// How many times one object is written and stored when concurrent deletions keep purging it.
+const MAX_STORE_ATTEMPTS: u32 = 4;
+
+/// How long an ingest waits for a purge of its object's key to end before refusing.
+const MAX_PURGE_WAIT: Duration = Duration::from_secs(5);
+
+/// The oldest purge state a store relies on (read before the object write); an older one is
+/// read again. Far below how long the catalog remembers finished purges (a day).
+const MAX_STATE_AGE: Duration = Duration::from_secs(3600);
 
 /// Settings of the pipeline.
 #[derive(Debug, Clone)]
@@ -159,87 +171,148 @@ impl IngestPipeline {
             }
         };
 
-        // The duplicate check and the object write run side by side: the write is wasted only
-        // for a duplicate, and is harmless then (keys are content-addressed: the same bytes
-        // land on the same key, different bytes on another key that nothing references).
         let key = ObjectKey::for_content(&spooled.sha256);
-        let (existing, written) = tokio::join!(
-            self.catalog.instance_sha256(&attributes.sop_instance_uid),
-            self.store
-                .put_spooled(&key, spooled.path(), &spooled.sha256)
-        );
-        match existing {
-            Ok(Some(existing)) if existing == spooled.sha256 => {
-                return IngestOutcome::Stored(self.stored(&inspected, false));
-            }
-            Ok(Some(_)) => {
-                if written.is_ok() {
-                    self.remove_unreferenced(&key).await;
-                }
-                return refused(
-                    FailureReason::DuplicateSopInstance,
-                    format!(
-                        "SOP Instance UID {sop_instance_uid} is already stored with different content"
-                    ),
-                );
-            }
-            Ok(None) => {}
-            Err(error) => {
-                warn!(%error, "catalog lookup failed");
-                return refused(
-                    FailureReason::ProcessingFailure,
-                    "the catalog is unavailable".to_owned(),
-                );
-            }
-        }
-        if let Err(error) = written {
-            warn!(%error, object_key = %key, "object store write failed");
-            return refused(
-                FailureReason::OutOfResources,
-                "the object store refused the write".to_owned(),
+        let mut record = instance_record(&inspected, &spooled, key.clone(), source);
+        for attempt in 1..=MAX_STORE_ATTEMPTS {
+            // Read before the object is written: the store transaction checks that no purge of
+            // the key began since (`crate::purge`), so an object a concurrent deletion removes
+            // is written again instead of being lost under a new row.
+            let purge_state = match self.purge_state_when_idle(&key).await {
+                Ok(state) => state,
+                Err(refusal) => return refused(FailureReason::ProcessingFailure, refusal),
+            };
+            let state_read_at = Instant::now();
+            // The duplicate check and the object write run side by side: the write is wasted
+            // only for a duplicate, and is harmless then (keys are content-addressed: the same
+            // bytes land on the same key, different bytes on another key that nothing
+            // references).
+            let (existing, written) = tokio::join!(
+                self.catalog.instance_sha256(&attributes.sop_instance_uid),
+                self.store
+                    .put_spooled(&key, spooled.path(), &spooled.sha256)
             );
-        }
-        let record = instance_record(&inspected, &spooled, key.clone(), source);
-        match self.catalog.store_instance(&record).await {
-            Ok(StoreOutcome::Created) => {
-                info!(
-                    sop_instance_uid = %sop_instance_uid,
-                    num_bytes = spooled.size_bytes,
-                    protocol = %source.protocol,
-                    "instance stored"
+            match existing {
+                Ok(Some(existing)) if existing == spooled.sha256 => {
+                    return IngestOutcome::Stored(self.stored(&inspected, false));
+                }
+                Ok(Some(_)) => {
+                    if written.is_ok() {
+                        self.remove_unreferenced(&key).await;
+                    }
+                    return refused(
+                        FailureReason::DuplicateSopInstance,
+                        format!(
+                            "SOP Instance UID {sop_instance_uid} is already stored with different content"
+                        ),
+                    );
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    warn!(%error, "catalog lookup failed");
+                    return refused(
+                        FailureReason::ProcessingFailure,
+                        "the catalog is unavailable".to_owned(),
+                    );
+                }
+            }
+            if let Err(error) = written {
+                warn!(%error, object_key = %key, "object store write failed");
+                return refused(
+                    FailureReason::OutOfResources,
+                    "the object store refused the write".to_owned(),
                 );
-                IngestOutcome::Stored(self.stored(&inspected, true))
             }
-            Ok(StoreOutcome::AlreadyStored) => {
-                IngestOutcome::Stored(self.stored(&inspected, false))
+            if state_read_at.elapsed() > MAX_STATE_AGE {
+                // The catalog forgets finished purges after a day; never rely on a state
+                // anywhere near that old.
+                continue;
             }
-            Ok(StoreOutcome::Conflict { .. }) => {
-                // Lost a race against a different object with the same UID: ours is
-                // unreferenced, remove it (keys are content-addressed, so it is not the winner's).
-                self.remove_unreferenced(&key).await;
-                refused(
-                    FailureReason::DuplicateSopInstance,
-                    format!(
-                        "SOP Instance UID {sop_instance_uid} is already stored with different content"
-                    ),
-                )
+            record.purge_generation = purge_state.generation;
+            match self.catalog.store_instance(&record).await {
+                Ok(StoreOutcome::Created) => {
+                    info!(
+                        sop_instance_uid = %sop_instance_uid,
+                        num_bytes = spooled.size_bytes,
+                        protocol = %source.protocol,
+                        "instance stored"
+                    );
+                    return IngestOutcome::Stored(self.stored(&inspected, true));
+                }
+                Ok(StoreOutcome::AlreadyStored) => {
+                    return IngestOutcome::Stored(self.stored(&inspected, false));
+                }
+                Ok(StoreOutcome::Conflict { .. }) => {
+                    // Lost a race against a different object with the same UID: ours is
+                    // unreferenced, remove it (keys are content-addressed, so it is not the
+                    // winner's).
+                    self.remove_unreferenced(&key).await;
+                    return refused(
+                        FailureReason::DuplicateSopInstance,
+                        format!(
+                            "SOP Instance UID {sop_instance_uid} is already stored with different content"
+                        ),
+                    );
+                }
+                Ok(StoreOutcome::ObjectPurged) => {
+                    info!(
+                        sop_instance_uid = %sop_instance_uid,
+                        object_key = %key,
+                        attempt,
+                        "a concurrent deletion purged the object being stored; writing it again"
+                    );
+                }
+                Err(error) => {
+                    warn!(%error, "catalog commit failed");
+                    // The object stays unreferenced: nothing refers to it, and a retry
+                    // rewrites the same key. Removing it here could race an identical
+                    // concurrent request.
+                    return refused(
+                        FailureReason::ProcessingFailure,
+                        "the catalog is unavailable".to_owned(),
+                    );
+                }
             }
-            Err(error) => {
-                warn!(%error, "catalog commit failed");
-                // The object stays unreferenced: nothing refers to it, and a retry rewrites the
-                // same key. Removing it here could race an identical concurrent request.
-                refused(
-                    FailureReason::ProcessingFailure,
-                    "the catalog is unavailable".to_owned(),
-                )
+        }
+        refused(
+            FailureReason::ProcessingFailure,
+            "concurrent deletions of this instance kept removing its object; send it again"
+                .to_owned(),
+        )
+    }
+
+    /// Reads the purge state of `key`, waiting (briefly) while a purge of it is in progress:
+    /// an object written now could be deleted by it. `Err` carries the refusal message when
+    /// the purge does not end in time, or the catalog cannot be read.
+    async fn purge_state_when_idle(&self, key: &ObjectKey) -> Result<ObjectPurgeState, String> {
+        let mut pause = Duration::from_millis(20);
+        let waited_since = Instant::now();
+        loop {
+            let state = self
+                .catalog
+                .object_purge_state(key)
+                .await
+                .map_err(|error| {
+                    warn!(%error, "catalog lookup failed");
+                    "the catalog is unavailable".to_owned()
+                })?;
+            if !state.in_progress(unix_time_ms()) {
+                return Ok(state);
             }
+            if waited_since.elapsed() >= MAX_PURGE_WAIT {
+                return Err(
+                    "a deletion of this instance is removing its object; send it again".to_owned(),
+                );
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(500));
         }
     }
 
     /// Removes an object this ingest wrote for an instance the catalog refused (another
-    /// object holds its SOP Instance UID). Its key is content-addressed, so no row refers to it.
+    /// object holds its SOP Instance UID), through the purge protocol: an identical request
+    /// racing this one may yet store a row that refers to it.
     async fn remove_unreferenced(&self, key: &ObjectKey) {
-        if let Err(error) = self.store.delete(key).await {
+        if let Err(error) = purge_object(self.catalog.as_ref(), self.store.as_ref(), key).await {
             warn!(%error, object_key = %key, "failed to remove an unreferenced object");
         }
     }
@@ -411,5 +484,14 @@ fn instance_record(
         pixel_data_layout: inspected.pixel_data.as_ref().map(|layout| {
             layout.to_catalog_json(spooled.size_bytes.saturating_sub(inspected.file_len))
         }),
+        // Set from the purge state read before each object write.
+        purge_generation: 0,
     }
+}
+
+fn unix_time_ms() -> i64 {
+    let since_epoch = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
 }

@@ -1,14 +1,19 @@
-//! The pipeline on an in-memory store and a SQLite catalog: uniqueness is the catalog's job,
-//! also when two different objects with one SOP Instance UID race each other.
+//! The pipeline on a SQLite catalog and an in-memory or local-disk store: uniqueness is the
+//! catalog's job, also when two different objects with one SOP Instance UID race each other;
+//! and an instance stored again while its deleted copy's object is purged keeps its object.
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
-use strata_catalog::Catalog;
+use bytes::Bytes;
+use strata_catalog::{Catalog, DeleteScope};
 use strata_ingest::{
-    FailureReason, IngestOutcome, IngestPipeline, IngestSettings, IngestSource, SpooledObject,
+    FailureReason, IngestOutcome, IngestPipeline, IngestSettings, IngestSource, Purge,
+    SpooledObject, purge_object,
 };
-use strata_storage::{BlobStore, ObjectStoreBlobStore};
+use strata_storage::{BlobStore, ByteStream, ObjectMeta, ObjectStoreBlobStore, StorageResult};
+use strata_types::ObjectKey;
 
 fn corpus(path: &str) -> Option<PathBuf> {
     let file = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -129,4 +134,230 @@ async fn test_identical_resend_stores_nothing_new() {
         std::fs::read_dir(dir.path().join("spool")).unwrap().count(),
         0
     );
+}
+
+/// A store that can hold the next object write after it completed, until released: puts an
+/// ingest between its object write and its catalog commit, where a concurrent purge of the same
+/// key used to leave its row without an object.
+struct HoldingStore {
+    inner: Arc<dyn BlobStore>,
+    hold_next_put: std::sync::atomic::AtomicBool,
+    written: tokio::sync::Notify,
+    release: tokio::sync::Notify,
+}
+
+#[async_trait::async_trait]
+impl BlobStore for HoldingStore {
+    async fn put_file(
+        &self,
+        key: &ObjectKey,
+        path: &std::path::Path,
+        sha256_hex: &str,
+    ) -> StorageResult<()> {
+        self.inner.put_file(key, path, sha256_hex).await
+    }
+    async fn put_spooled(
+        &self,
+        key: &ObjectKey,
+        path: &std::path::Path,
+        sha256_hex: &str,
+    ) -> StorageResult<()> {
+        let put = self.inner.put_spooled(key, path, sha256_hex).await;
+        if self.hold_next_put.swap(false, Ordering::SeqCst) {
+            self.written.notify_one();
+            self.release.notified().await;
+        }
+        put
+    }
+    async fn get(&self, key: &ObjectKey) -> StorageResult<(u64, ByteStream)> {
+        self.inner.get(key).await
+    }
+    async fn get_range(
+        &self,
+        key: &ObjectKey,
+        range: std::ops::Range<u64>,
+    ) -> StorageResult<Bytes> {
+        self.inner.get_range(key, range).await
+    }
+    async fn head(&self, key: &ObjectKey) -> StorageResult<Option<ObjectMeta>> {
+        self.inner.head(key).await
+    }
+    async fn delete(&self, key: &ObjectKey) -> StorageResult<()> {
+        self.inner.delete(key).await
+    }
+    async fn list(&self, prefix: &str) -> StorageResult<Vec<ObjectMeta>> {
+        self.inner.list(prefix).await
+    }
+    fn describe(&self) -> String {
+        format!("holding {}", self.inner.describe())
+    }
+}
+
+/// A pipeline on a SQLite catalog and a local-disk store that can hold object writes.
+async fn holding_pipeline(
+    dir: &std::path::Path,
+) -> (IngestPipeline, Arc<dyn Catalog>, Arc<HoldingStore>) {
+    let catalog =
+        strata_catalog::open_catalog(&format!("sqlite://{}", dir.join("catalog.db").display()), 4)
+            .await
+            .unwrap();
+    let store = Arc::new(HoldingStore {
+        inner: Arc::new(ObjectStoreBlobStore::local(dir.join("objects")).unwrap()),
+        hold_next_put: false.into(),
+        written: tokio::sync::Notify::new(),
+        release: tokio::sync::Notify::new(),
+    });
+    let settings = IngestSettings {
+        spool_dir: dir.join("spool"),
+        max_object_bytes: 1 << 30,
+    };
+    (
+        IngestPipeline::new(catalog.clone(), store.clone(), settings),
+        catalog,
+        store,
+    )
+}
+
+/// Stores `file`, deletes its instance from the catalog (its object stays, as after a DELETE
+/// whose purge has not run yet) and returns its object key.
+async fn stored_then_deleted(
+    pipeline: &IngestPipeline,
+    catalog: &dyn Catalog,
+    file: &std::path::Path,
+) -> ObjectKey {
+    let source = IngestSource {
+        protocol: "test".into(),
+        ..IngestSource::default()
+    };
+    let IngestOutcome::Stored(stored) = pipeline
+        .ingest(spool(pipeline, file).await, &source, None)
+        .await
+    else {
+        panic!("the first store fails");
+    };
+    let scope = DeleteScope::Instance {
+        study_instance_uid: stored.study_instance_uid.parse().unwrap(),
+        series_instance_uid: stored.series_instance_uid.parse().unwrap(),
+        sop_instance_uid: stored.sop_instance_uid.parse().unwrap(),
+    };
+    let outcome = catalog.delete(&scope).await.unwrap();
+    assert_eq!(outcome.instances.len(), 1);
+    outcome.instances[0].object.key.clone()
+}
+
+/// Asserts the instance of `key` is stored and its object is in the store, whole.
+async fn assert_stored_with_object(catalog: &dyn Catalog, store: &dyn BlobStore, key: &ObjectKey) {
+    assert!(
+        catalog.object_key_referenced(key).await.unwrap(),
+        "no row refers to {key}"
+    );
+    let meta = store.head(key).await.unwrap();
+    assert!(
+        meta.is_some(),
+        "a row refers to {key}, but its object is gone"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_a_purge_between_object_write_and_commit_makes_the_ingest_write_again() {
+    let Some(file) = corpus("valid/ct_explicit_le_private_tags.dcm") else {
+        eprintln!("skipped: ../shared/corpus not found");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (pipeline, catalog, store) = holding_pipeline(dir.path()).await;
+    let key = stored_then_deleted(&pipeline, catalog.as_ref(), &file).await;
+
+    // Store it again; hold the ingest once its object is written, before its commit.
+    store.hold_next_put.store(true, Ordering::SeqCst);
+    let again = {
+        let (pipeline, spooled) = (pipeline.clone(), spool(&pipeline, &file).await);
+        tokio::spawn(async move {
+            let source = IngestSource {
+                protocol: "test".into(),
+                ..IngestSource::default()
+            };
+            pipeline.ingest(spooled, &source, None).await
+        })
+    };
+    store.written.notified().await;
+    // The deletion's purge runs now: nothing refers to the key yet, so the object goes.
+    let purged = purge_object(catalog.as_ref(), store.as_ref(), &key)
+        .await
+        .unwrap();
+    assert_eq!(purged, Purge::Deleted);
+    assert!(store.head(&key).await.unwrap().is_none());
+    store.release.notify_one();
+
+    let outcome = again.await.unwrap();
+    assert!(
+        matches!(&outcome, IngestOutcome::Stored(stored) if stored.newly_stored),
+        "{outcome:?}"
+    );
+    assert_stored_with_object(catalog.as_ref(), store.as_ref(), &key).await;
+    let (size, _) = store.get(&key).await.unwrap();
+    assert_eq!(size, std::fs::metadata(&file).unwrap().len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_an_ingest_waits_for_a_running_purge_of_its_object() {
+    let Some(file) = corpus("valid/ct_explicit_le_private_tags.dcm") else {
+        eprintln!("skipped: ../shared/corpus not found");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (pipeline, catalog, store) = holding_pipeline(dir.path()).await;
+    let key = stored_then_deleted(&pipeline, catalog.as_ref(), &file).await;
+
+    // A purge has begun and not deleted the object yet.
+    let generation = catalog.begin_object_purge(&key).await.unwrap().unwrap();
+    let again = {
+        let (pipeline, spooled) = (pipeline.clone(), spool(&pipeline, &file).await);
+        tokio::spawn(async move {
+            let source = IngestSource {
+                protocol: "test".into(),
+                ..IngestSource::default()
+            };
+            pipeline.ingest(spooled, &source, None).await
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !again.is_finished(),
+        "the ingest did not wait for the purge"
+    );
+    store.delete(&key).await.unwrap();
+    catalog.finish_object_purge(&key, generation).await.unwrap();
+
+    let outcome = again.await.unwrap();
+    assert!(
+        matches!(&outcome, IngestOutcome::Stored(stored) if stored.newly_stored),
+        "{outcome:?}"
+    );
+    assert_stored_with_object(catalog.as_ref(), store.as_ref(), &key).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_a_purge_leaves_an_object_stored_again_before_it() {
+    let Some(file) = corpus("valid/ct_explicit_le_private_tags.dcm") else {
+        eprintln!("skipped: ../shared/corpus not found");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (pipeline, catalog, store) = holding_pipeline(dir.path()).await;
+    let key = stored_then_deleted(&pipeline, catalog.as_ref(), &file).await;
+    let source = IngestSource {
+        protocol: "test".into(),
+        ..IngestSource::default()
+    };
+    let outcome = pipeline
+        .ingest(spool(&pipeline, &file).await, &source, None)
+        .await;
+    assert!(matches!(&outcome, IngestOutcome::Stored(stored) if stored.newly_stored));
+    // The late purge of the deletion finds the row stored again and keeps the object.
+    let purged = purge_object(catalog.as_ref(), store.as_ref(), &key)
+        .await
+        .unwrap();
+    assert_eq!(purged, Purge::StillReferenced);
+    assert_stored_with_object(catalog.as_ref(), store.as_ref(), &key).await;
 }

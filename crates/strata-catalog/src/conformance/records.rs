@@ -118,6 +118,7 @@ pub fn synthetic_record(study: u32, series: u32, instance: u32) -> InstanceRecor
         },
         metadata_json,
         pixel_data_layout: None,
+        purge_generation: 0,
     }
 }
 

@@ -47,6 +47,11 @@ const SQLITE_MIGRATIONS: &[EmbeddedMigration] = &[
         "tiering",
         include_str!("../../migrations/sqlite/0006_tiering.sql"),
     ),
+    (
+        7,
+        "object_purge",
+        include_str!("../../migrations/sqlite/0007_object_purge.sql"),
+    ),
 ];
 
 const POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[
@@ -79,6 +84,11 @@ const POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[
         6,
         "tiering",
         include_str!("../../migrations/postgres/0006_tiering.sql"),
+    ),
+    (
+        7,
+        "object_purge",
+        include_str!("../../migrations/postgres/0007_object_purge.sql"),
     ),
 ];
 

@@ -20,7 +20,7 @@
 //! through sqlx's worker thread (see `connection`); PostgreSQL stores go through sqlx, one
 //! transaction each (row locks let them run side by side).
 
-mod connection;
+pub(crate) mod connection;
 mod entities;
 
 use std::path::PathBuf;
@@ -419,6 +419,17 @@ async fn store_rows(
                 "LOCK TABLE event IN SHARE ROW EXCLUSIVE MODE",
             ))
             .await?;
+    }
+    // After that lock (on SQLite, under the writer lock): a purge of the object's key either
+    // committed its beginning before this check, or will find this row (`purge`).
+    if !super::purge::store_admitted(
+        connection,
+        record.object.key.as_str(),
+        record.purge_generation,
+    )
+    .await?
+    {
+        return Ok(Some(StoreOutcome::ObjectPurged));
     }
     let event = SqlBuilder::with_values(
         "INSERT INTO event (kind, study_instance_uid, series_instance_uid, sop_instance_uid, \
