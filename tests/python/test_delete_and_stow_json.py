@@ -243,11 +243,11 @@ def test_delete_and_restore_race(deletable_archive: Archive) -> None:
         start = threading.Barrier(2)
         results: dict[str, object] = {}
 
-        def delete_it() -> None:
+        def delete_it(start: threading.Barrier = start, results: dict[str, object] = results) -> None:
             start.wait()
             results["delete"] = delete(deletable_archive, instance_path).status_code
 
-        def store_it() -> None:
+        def store_it(start: threading.Barrier = start, results: dict[str, object] = results) -> None:
             client = deletable_archive.client()
             start.wait()
             client.store_instances([contested])

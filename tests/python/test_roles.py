@@ -378,3 +378,29 @@ def test_search_process_killed_mid_catch_up_loses_and_duplicates_nothing(cluster
     assert answer["indexed_sequence"] >= events_total
     print(f"killed with the index at event {seen_partial} of {events_total}")
     assert seen_partial is not None, "the kill did not land mid-way (the catch-up finished first)"
+
+
+def test_a_gateway_forwards_the_callers_token_to_the_search_process(cluster: Cluster) -> None:
+    """With auth.tokens_file on every process (one Secret), a gateway forwards the caller's
+    bearer token with the search it hands to the search process, which checks it again."""
+    made = subprocess.run(
+        [str(cluster.binary), "token", "new", "--name", "viewer", "--scopes", "read"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
+    token = made.split("token: ", 1)[1].split()[0]
+    line = made.split("tokens-file line: ", 1)[1].strip()
+    tokens_file = cluster.root / "tokens"
+    tokens_file.write_text(line + "\n", encoding="utf-8")
+    auth = {"STRATA__AUTH__TOKENS_FILE": str(tokens_file)}
+    search = cluster.start("search", "search", auth)
+    gateway = cluster.start("gateway", "gateway", {**auth, "STRATA__SEARCH__URL": search.base_url})
+    with_token = {"Authorization": f"Bearer {token}"}
+    url = f"{gateway.base_url}/api/search"
+    assert requests.get(url, params={"q": "x"}, timeout=10).status_code == 401
+    assert requests.get(f"{search.base_url}/api/search", params={"q": "x"}, timeout=10).status_code == 401
+    answer = requests.get(url, params={"q": "x"}, headers=with_token, timeout=REQUEST_TIMEOUT)
+    assert answer.status_code == 200, answer.text[:300]
+    assert answer.json()["hits"] == []

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use strata_config::NodeConfig;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
@@ -112,12 +112,50 @@ enum Command {
     Tier(tier_cli::TierArgs),
     /// Fixity: `strata fixity check [--shallow] [--limit N]` (docs/tiering.md).
     Fixity(tier_cli::FixityArgs),
+    /// API tokens for the HTTP APIs: `strata token new --name viewer --scopes read` prints a
+    /// new token and the line to add to auth.tokens_file (docs/security.md).
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Prints the effective configuration (secrets hidden) and exits.
     Config {
         /// Directory for embedded state [default: ./strata-data].
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Makes a new random token. Prints the token (give it to the client; it is not stored)
+    /// and its auth.tokens_file line (name, scopes and the token's SHA-256).
+    New {
+        /// The name audit records show for this token's requests (no spaces).
+        #[arg(long)]
+        name: String,
+        /// Comma-separated scopes: read (QIDO/WADO/FHIR/search), write (STOW-RS), delete
+        /// (DICOMweb DELETE), admin (tiering changes).
+        #[arg(long, value_delimiter = ',', default_value = "read")]
+        scopes: Vec<TokenScope>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum TokenScope {
+    Read,
+    Write,
+    Delete,
+    Admin,
+}
+
+impl From<TokenScope> for strata_serve::Scope {
+    fn from(scope: TokenScope) -> Self {
+        match scope {
+            TokenScope::Read => strata_serve::Scope::Read,
+            TokenScope::Write => strata_serve::Scope::Write,
+            TokenScope::Delete => strata_serve::Scope::Delete,
+            TokenScope::Admin => strata_serve::Scope::Admin,
+        }
+    }
 }
 
 fn main() -> std::process::ExitCode {
@@ -191,6 +229,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             strata_serve::serve_node(config, shutdown).await
         }
         Command::Echo { target } => dimse_cli::echo(target).await,
+        Command::Token(TokenCommand::New { name, scopes }) => {
+            if name.is_empty() || name.chars().any(char::is_whitespace) {
+                anyhow::bail!("--name must be one word (it is the first field of the line)");
+            }
+            let scopes: Vec<strata_serve::Scope> = scopes.into_iter().map(Into::into).collect();
+            let (token, line) = strata_serve::new_token(&name, &scopes);
+            let text = format!("token: {token}\ntokens-file line: {line}\n");
+            std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes())?;
+            Ok(())
+        }
         Command::Search(args) => search_cli::run(cli.config, args).await,
         Command::Tier(args) => tier_cli::run_tier(cli.config, args).await,
         Command::Fixity(args) => tier_cli::run_fixity(cli.config, args).await,

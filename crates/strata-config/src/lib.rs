@@ -11,8 +11,8 @@ mod search;
 mod tiering;
 
 pub use node::{
-    CatalogConfig, ConfigError, DicomwebConfig, DimseConfig, HttpConfig, IngestConfig, NodeConfig,
-    S3Config, StorageConfig,
+    AuditConfig, AuthConfig, CatalogConfig, ConfigError, DicomwebConfig, DimseConfig, HttpConfig,
+    IngestConfig, NodeConfig, S3Config, StorageConfig,
 };
 pub use roles::{Role, UnknownRole, parse_roles};
 pub use search::SearchConfig;

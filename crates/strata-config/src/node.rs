@@ -33,6 +33,8 @@ pub struct NodeConfig {
     /// On SIGTERM, how long in-flight HTTP requests and DIMSE associations may take to finish.
     pub drain_timeout_seconds: u64,
     pub http: HttpConfig,
+    pub auth: AuthConfig,
+    pub audit: AuditConfig,
     pub catalog: CatalogConfig,
     pub storage: StorageConfig,
     pub ingest: IngestConfig,
@@ -48,6 +50,32 @@ pub struct NodeConfig {
 pub struct HttpConfig {
     /// Listen address, `HOST:PORT`. Port 0 picks a free port (logged at start-up).
     pub addr: String,
+    /// PEM certificate chain: with `tls_key_file`, the listener speaks HTTPS only (TLS 1.2 and
+    /// 1.3, rustls). Health probes and metrics are then served over HTTPS too.
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `tls_cert_file`.
+    pub tls_key_file: Option<PathBuf>,
+}
+
+/// Who may call the HTTP APIs (docs/security.md).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// The API tokens file: one token per line, `NAME SCOPES SHA256` (SCOPES a comma-separated
+    /// subset of `read`, `write`, `delete`, `admin`; SHA256 the hex SHA-256 of the token, so
+    /// the file holds no secret). `strata token new` makes a token and its line. Unset: HTTP
+    /// requests are not authenticated (a warning at start-up when the listener is not on a
+    /// loopback address).
+    pub tokens_file: Option<PathBuf>,
+}
+
+/// The audit trail (docs/security.md): one record per HTTP request and DIMSE operation, always
+/// logged on the `audit` target.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Also appends each record as a JSON line to this file.
+    pub file: Option<PathBuf>,
 }
 
 /// The SQL catalog.
@@ -158,6 +186,8 @@ impl Default for NodeConfig {
             roles: crate::Role::ALL.to_vec(),
             drain_timeout_seconds: 30,
             http: HttpConfig::default(),
+            auth: AuthConfig::default(),
+            audit: AuditConfig::default(),
             catalog: CatalogConfig::default(),
             storage: StorageConfig::default(),
             ingest: IngestConfig::default(),
@@ -194,6 +224,8 @@ impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             addr: DEFAULT_HTTP_ADDR.to_owned(),
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }
@@ -331,6 +363,12 @@ impl NodeConfig {
             });
         }
         parse_socket_addr(&self.http.addr)?;
+        if self.http.tls_cert_file.is_some() != self.http.tls_key_file.is_some() {
+            return Err(ConfigError::Invalid {
+                key: "http.tls_cert_file",
+                reason: "set both http.tls_cert_file and http.tls_key_file, or neither".to_owned(),
+            });
+        }
         let catalog_uri = self.catalog.uri.as_str();
         if !(catalog_uri.starts_with("sqlite:")
             || catalog_uri.starts_with("postgres://")

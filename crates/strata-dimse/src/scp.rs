@@ -3,6 +3,7 @@
 //! runtime handle.
 
 use std::net::TcpStream;
+use std::time::Instant;
 
 use dicom_dictionary_std::tags;
 use dicom_ul::ServerAssociation;
@@ -74,58 +75,108 @@ fn serve_commands(
                 "message on presentation context {context_id}, which was not accepted"
             )));
         };
-        match command.command_field() {
-            Some(command_field::C_ECHO_RQ) => {
-                if command.has_data_set() {
-                    channel.read_data_set()?;
-                }
-                let response =
-                    Command::response_to(&command, command_field::C_ECHO_RSP, status::SUCCESS);
-                channel.send_message(context_id, &response, None)?;
+        let started = Instant::now();
+        channel.last_status = None;
+        let handled = serve_command(channel, contexts, presentation_context, &command, context);
+        audit_command(&command, context, channel.last_status, &handled, started);
+        handled?;
+    }
+}
+
+/// Writes the audit record of one operation: its name, the SOP Instance UID it stores (or the
+/// SOP Class of a query or retrieval: identifiers may hold patient data, so they are never
+/// recorded), the calling AE title and the final status sent (docs/security.md).
+fn audit_command(
+    command: &Command,
+    context: &AssociationContext,
+    final_status: Option<u16>,
+    handled: &Result<(), DimseError>,
+    started: Instant,
+) {
+    let action = match command.command_field() {
+        Some(command_field::C_ECHO_RQ) => "C-ECHO",
+        Some(command_field::C_STORE_RQ) => "C-STORE",
+        Some(command_field::C_FIND_RQ) => "C-FIND",
+        Some(command_field::C_MOVE_RQ) => "C-MOVE",
+        Some(command_field::C_GET_RQ) => "C-GET",
+        // A late cancel changes nothing; unknown commands end the association (logged).
+        _ => return,
+    };
+    let resource = command
+        .string(tags::AFFECTED_SOP_INSTANCE_UID)
+        .or_else(|| command.string(tags::AFFECTED_SOP_CLASS_UID))
+        .unwrap_or_default();
+    let outcome = match (handled, final_status) {
+        (Err(error), _) => format!("failed: {:?}", error.kind),
+        (Ok(()), Some(status)) => format!("0x{status:04X}"),
+        (Ok(()), None) => "no response".to_owned(),
+    };
+    strata_telemetry::audit::record(strata_telemetry::audit::AuditRecord {
+        protocol: "dimse",
+        action: action.to_owned(),
+        resource,
+        principal: context.calling_ae_title.clone(),
+        remote_addr: Some(context.peer_addr.to_string()),
+        outcome,
+        duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+    });
+}
+
+/// Serves one operation of the association.
+fn serve_command(
+    channel: &mut Channel,
+    contexts: &[AcceptedContext],
+    presentation_context: &AcceptedContext,
+    command: &Command,
+    context: &AssociationContext,
+) -> Result<(), DimseError> {
+    let context_id = presentation_context.id;
+    match command.command_field() {
+        Some(command_field::C_ECHO_RQ) => {
+            if command.has_data_set() {
+                channel.read_data_set()?;
             }
-            Some(command_field::C_STORE_RQ) => {
-                handle_store(channel, presentation_context, &command, context)?;
-            }
-            Some(command_field::C_FIND_RQ) => {
-                let identifier = channel.read_data_set()?;
-                crate::find::handle_find(
-                    channel,
-                    presentation_context,
-                    &command,
-                    &identifier,
-                    context,
-                )?;
-            }
-            Some(command_field::C_MOVE_RQ) => {
-                let identifier = channel.read_data_set()?;
-                crate::retrieve::handle_move(
-                    channel,
-                    presentation_context,
-                    &command,
-                    &identifier,
-                    context,
-                )?;
-            }
-            Some(command_field::C_GET_RQ) => {
-                let identifier = channel.read_data_set()?;
-                crate::retrieve::handle_get(
-                    channel,
-                    contexts,
-                    presentation_context,
-                    &command,
-                    &identifier,
-                    context,
-                )?;
-            }
-            // A cancel for an operation that already finished: nothing to do (PS3.7 §9.3.2.3).
-            Some(command_field::C_CANCEL_RQ) => {}
-            other => {
-                return Err(DimseError::protocol(format!(
-                    "unsupported command field {other:?}"
-                )));
-            }
+            let response =
+                Command::response_to(command, command_field::C_ECHO_RSP, status::SUCCESS);
+            channel.send_message(context_id, &response, None)?;
+        }
+        Some(command_field::C_STORE_RQ) => {
+            handle_store(channel, presentation_context, command, context)?;
+        }
+        Some(command_field::C_FIND_RQ) => {
+            let identifier = channel.read_data_set()?;
+            crate::find::handle_find(channel, presentation_context, command, &identifier, context)?;
+        }
+        Some(command_field::C_MOVE_RQ) => {
+            let identifier = channel.read_data_set()?;
+            crate::retrieve::handle_move(
+                channel,
+                presentation_context,
+                command,
+                &identifier,
+                context,
+            )?;
+        }
+        Some(command_field::C_GET_RQ) => {
+            let identifier = channel.read_data_set()?;
+            crate::retrieve::handle_get(
+                channel,
+                contexts,
+                presentation_context,
+                command,
+                &identifier,
+                context,
+            )?;
+        }
+        // A cancel for an operation that already finished: nothing to do (PS3.7 §9.3.2.3).
+        Some(command_field::C_CANCEL_RQ) => {}
+        other => {
+            return Err(DimseError::protocol(format!(
+                "unsupported command field {other:?}"
+            )));
         }
     }
+    Ok(())
 }
 
 /// Drains a C-STORE data set that will not be stored and answers with `reason` (and an Error

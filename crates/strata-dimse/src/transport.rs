@@ -48,6 +48,8 @@ pub(crate) struct Channel {
     own_max_pdu: u32,
     /// Bytes dicom-ul read past the association negotiation, read before the socket.
     read_ahead: Cursor<Vec<u8>>,
+    /// The status of the last response sent (the final one of an operation; for audit).
+    pub(crate) last_status: Option<u16>,
 }
 
 impl Channel {
@@ -78,6 +80,7 @@ impl Channel {
             peer_max_pdu,
             own_max_pdu,
             read_ahead: Cursor::new(read_ahead.to_vec()),
+            last_status: None,
         }
     }
 
@@ -232,6 +235,9 @@ impl Channel {
         data_set: Option<&[u8]>,
     ) -> Result<(), DimseError> {
         let command_bytes = command.encode()?;
+        if let Some(status) = command.status() {
+            self.last_status = Some(status);
+        }
         self.send_fragments(
             presentation_context_id,
             PDataValueType::Command,

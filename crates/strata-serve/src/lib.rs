@@ -3,6 +3,7 @@
 //!
 //! The only crate that knows every service; the `strata` binary calls [`serve_node`].
 
+use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -21,9 +22,12 @@ use strata_storage::BlobStore;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+mod auth;
 mod roles;
 mod search;
+mod tls;
 
+pub use auth::{Scope, Tokens, new_token};
 pub use roles::RoleSet;
 pub use strata_config::Role;
 
@@ -103,6 +107,18 @@ pub async fn start_node(config: NodeConfig) -> anyhow::Result<RunningNode> {
         None if roles.runs(Role::Gateway) => search::remote_search(&config)?,
         None => None,
     };
+    let tokens = match &config.auth.tokens_file {
+        Some(path) => Some(Arc::new(auth::Tokens::load(path)?)),
+        None => None,
+    };
+    if let Some(path) = &config.audit.file {
+        strata_telemetry::audit::install_file(path)
+            .with_context(|| format!("failed to open audit.file `{}`", path.display()))?;
+    }
+    let tls_config = match (&config.http.tls_cert_file, &config.http.tls_key_file) {
+        (Some(cert_file), Some(key_file)) => Some(tls::server_config(cert_file, key_file)?),
+        _ => None,
+    };
     let app = http_router(
         dicomweb_state,
         HealthState {
@@ -114,6 +130,7 @@ pub async fn start_node(config: NodeConfig) -> anyhow::Result<RunningNode> {
         search_api_state,
         roles.runs(Role::Tiering).then(|| tiering_node.router()),
         roles.clone(),
+        tokens.clone(),
     );
 
     let listen_addr = config.http_socket_addr()?;
@@ -121,6 +138,18 @@ pub async fn start_node(config: NodeConfig) -> anyhow::Result<RunningNode> {
         .await
         .with_context(|| format!("failed to listen on {listen_addr} (http.addr / --http-addr)"))?;
     let http_addr = listener.local_addr()?;
+    if tokens.is_none() && !http_addr.ip().is_loopback() {
+        warn!(
+            %http_addr,
+            "HTTP requests are not authenticated (no auth.tokens_file) on a non-loopback \
+             address: anyone who reaches it can read and store studies"
+        );
+    }
+    let scheme = if tls_config.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let shutdown = CancellationToken::new();
     let shutdown_signal = shutdown.clone();
     let (dimse_addr, dimse_task) =
@@ -131,26 +160,42 @@ pub async fn start_node(config: NodeConfig) -> anyhow::Result<RunningNode> {
     info!(
         %http_addr,
         roles = %roles,
-        dicomweb = %format!("http://{http_addr}/dicomweb"),
+        dicomweb = %format!("{scheme}://{http_addr}/dicomweb"),
+        authentication = if tokens.is_some() { "bearer tokens" } else { "none" },
         catalog = %redact(&config.catalog.uri),
         storage = %store.describe(),
         "node ready http_addr={http_addr}"
     );
-    // Nagle's algorithm would hold the last small segment of a response until the client's
-    // delayed ACK (40 ms): responses are written whole, so send segments at once.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |stream| {
-        if let Err(error) = stream.set_nodelay(true) {
-            tracing::debug!(%error, "failed to set TCP_NODELAY");
+    let app = app.into_make_service_with_connect_info::<SocketAddr>();
+    let stop_serving = async move { shutdown_signal.cancelled().await };
+    let server: futures::future::BoxFuture<'static, std::io::Result<()>> = match tls_config {
+        Some(tls_config) => {
+            let listener = tls::TlsListener::new(listener, tls_config, shutdown.clone())?;
+            let listener = axum::serve::ListenerExt::tap_io(listener, |_| {});
+            Box::pin(
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stop_serving)
+                    .into_future(),
+            )
         }
-    });
+        None => {
+            // Nagle's algorithm would hold the last small segment of a response until the
+            // client's delayed ACK (40 ms): responses are written whole, so send segments at
+            // once.
+            let listener = axum::serve::ListenerExt::tap_io(listener, |stream| {
+                if let Err(error) = stream.set_nodelay(true) {
+                    tracing::debug!(%error, "failed to set TCP_NODELAY");
+                }
+            });
+            Box::pin(
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stop_serving)
+                    .into_future(),
+            )
+        }
+    };
     let task = tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move { shutdown_signal.cancelled().await })
-        .await
-        .context("the HTTP server failed")?;
+        server.await.context("the HTTP server failed")?;
         if let Some(search_task) = search_task {
             search_task.await.context("the search indexer panicked")?;
         }
@@ -309,6 +354,7 @@ fn http_router(
     search_state: Option<strata_search::SearchApiState>,
     tiering_router: Option<Router>,
     roles: RoleSet,
+    tokens: Option<Arc<auth::Tokens>>,
 ) -> Router {
     let catalog = health_state.catalog.clone();
     // FHIR R4 reads the same catalog; its Endpoint points at the DICOMweb base (issue 6).
@@ -335,6 +381,20 @@ fn http_router(
             roles,
             roles::route_to_role,
         ))
+        // Bearer tokens and scopes (docs/security.md), when auth.tokens_file is set; then one
+        // audit record per request, naming the caller the token check found.
+        .layer(axum::middleware::from_fn(
+            move |request: axum::extract::Request, next: axum::middleware::Next| {
+                let tokens = tokens.clone();
+                async move {
+                    match tokens {
+                        Some(tokens) => auth::authorize(State(tokens), request, next).await,
+                        None => next.run(request).await,
+                    }
+                }
+            },
+        ))
+        .layer(axum::middleware::from_fn(auth::audit))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(
             usize::try_from(max_request_bytes).unwrap_or(usize::MAX),
         ))

@@ -65,7 +65,15 @@ pub(crate) fn remote_search(config: &NodeConfig) -> anyhow::Result<Option<Search
         return Ok(None);
     };
     // W3C trace context travels with each forwarded search (one trace across the roles).
-    let inject: strata_search::HeaderInjector = Arc::new(strata_telemetry::inject_current_context);
+    // So does the caller's bearer token: the search process checks the same tokens.
+    let inject: strata_search::HeaderInjector = Arc::new(|headers: &mut http::HeaderMap| {
+        strata_telemetry::inject_current_context(headers);
+        if let Ok(Some(authorization)) =
+            crate::auth::CALLER_AUTHORIZATION.try_with(|authorization| authorization.clone())
+        {
+            headers.insert(http::header::AUTHORIZATION, authorization);
+        }
+    });
     let service = strata_search::RemoteSearchService::new(url, Some(inject))
         .with_context(|| format!("search.url `{url}` is not usable"))?;
     let (dicomweb_base_url, fhir_base_url) = link_bases(config);

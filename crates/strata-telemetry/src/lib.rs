@@ -6,6 +6,7 @@
 //! metrics through [`metrics`]; both are no-ops until [`init`] runs. Depends on no other
 //! Strata crate. See `docs/observability.md`.
 
+pub mod audit;
 mod config;
 mod http_layer;
 mod init;

@@ -224,6 +224,10 @@ as JSON strings (valid TOML basic strings), scalar keys before sub-tables.
 - name: STRATA__STORAGE__S3__SECRET_ACCESS_KEY_FILE
   value: /run/secrets/strata/s3/secret-access-key
 {{- end }}
+{{- if $root.Values.auth.existingSecret }}
+- name: STRATA__AUTH__TOKENS_FILE
+  value: /run/secrets/strata/auth/tokens
+{{- end }}
 {{- if include "strata.hasDimse" . }}
 - name: STRATA__DIMSE__ENABLED
   value: "true"
@@ -288,6 +292,15 @@ as JSON strings (valid TOML basic strings), scalar keys before sub-tables.
       - key: {{ $root.Values.s3.secretAccessKeyKey }}
         path: secret-access-key
 {{- end }}
+{{- if and (ne .role "migrate") $root.Values.auth.existingSecret }}
+- name: auth-tokens
+  secret:
+    secretName: {{ $root.Values.auth.existingSecret }}
+    defaultMode: 0440
+    items:
+      - key: {{ $root.Values.auth.tokensKey }}
+        path: tokens
+{{- end }}
 {{- end }}
 
 {{- define "strata.secretVolumeMounts" -}}
@@ -297,6 +310,11 @@ as JSON strings (valid TOML basic strings), scalar keys before sub-tables.
 {{- if and (ne .role "migrate") .root.Values.s3.existingSecret }}
 - name: s3-credentials
   mountPath: /run/secrets/strata/s3
+  readOnly: true
+{{- end }}
+{{- if and (ne .role "migrate") .root.Values.auth.existingSecret }}
+- name: auth-tokens
+  mountPath: /run/secrets/strata/auth
   readOnly: true
 {{- end }}
 {{- end }}

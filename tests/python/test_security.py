@@ -1,0 +1,315 @@
+"""Authentication, audit and TLS (docs/security.md), against a real `strata serve` with real
+clients: dicomweb-client and requests over HTTP and HTTPS, pynetdicom for DIMSE.
+
+Tokens are made by `strata token new` (the command an operator runs); the TLS certificate by
+the `openssl` command line. Instances are synthetic (no patient data), but carry a recognisable
+patient name and ID so the test can check that the audit trail never holds them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from dicomweb_client.api import DICOMwebClient
+from dicomweb_client.session_utils import create_session
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage
+from pynetdicom import AE
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+from e2e_support import Archive, StrataServer
+
+HTTP_TIMEOUT = 60
+PATIENT_NAME = "Auditcheck^Geheim"
+PATIENT_ID = "AUDIT-SECRET-4711"
+
+
+def new_uid() -> str:
+    return f"2.25.{uuid.uuid4().int}"
+
+
+def synthetic_instance(study_uid: str) -> Dataset:
+    dataset = Dataset()
+    dataset.SOPClassUID = SecondaryCaptureImageStorage
+    dataset.SOPInstanceUID = new_uid()
+    dataset.StudyInstanceUID = study_uid
+    dataset.SeriesInstanceUID = new_uid()
+    dataset.PatientName = PATIENT_NAME
+    dataset.PatientID = PATIENT_ID
+    dataset.PatientBirthDate = "19610203"
+    dataset.StudyDate = "20240102"
+    dataset.Modality = "OT"
+    dataset.SeriesNumber = 1
+    dataset.InstanceNumber = 1
+    dataset.SamplesPerPixel = 1
+    dataset.PhotometricInterpretation = "MONOCHROME2"
+    dataset.Rows = 4
+    dataset.Columns = 4
+    dataset.BitsAllocated = 8
+    dataset.BitsStored = 8
+    dataset.HighBit = 7
+    dataset.PixelRepresentation = 0
+    dataset.PixelData = bytes(range(16))
+    dataset.file_meta = FileMetaDataset()
+    dataset.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    dataset.file_meta.MediaStorageSOPClassUID = dataset.SOPClassUID
+    dataset.file_meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID
+    return dataset
+
+
+def make_token(strata_bin: Path, name: str, scopes: str) -> tuple[str, str]:
+    """Runs `strata token new`; returns (token, tokens-file line)."""
+    output = subprocess.run(
+        [str(strata_bin), "token", "new", "--name", name, "--scopes", scopes],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    ).stdout
+    token = re.search(r"^token: (\S+)$", output, re.MULTILINE)
+    line = re.search(r"^tokens-file line: (.+)$", output, re.MULTILINE)
+    assert token and line, output
+    return token.group(1), line.group(1)
+
+
+def client_with_token(base_url: str, token: str, verify: str | bool = True) -> DICOMwebClient:
+    session = create_session()
+    session.headers["Authorization"] = f"Bearer {token}"
+    session.verify = verify
+    return DICOMwebClient(url=f"{base_url}/dicomweb", session=session, timeout=HTTP_TIMEOUT)
+
+
+def start_server(strata_bin, backend, tmp_path: Path, label: str, extra_env: dict[str, str]) -> Iterator[Archive]:
+    resources = backend.provision(label)
+    env = dict(resources.env)
+    env.update(extra_env)
+    server = StrataServer(strata_bin, tmp_path / "data", env, label)
+    archive = Archive(server=server, resources=resources, backend=backend)
+    try:
+        server.start(timeout_seconds=60)
+        yield archive
+        assert not server.has_crashed(), server.log_tail()
+    finally:
+        server.stop()
+        if resources.cleanup is not None:
+            resources.cleanup()
+
+
+def audit_lines(path: Path, until) -> list[dict]:
+    """The audit file's records, once `until(records)` holds (they are written by a thread),
+    or after 10 s."""
+    deadline = time.monotonic() + 10
+    while True:
+        text = path.read_text(encoding="utf-8") if path.exists() else ""
+        records = [json.loads(line) for line in text.splitlines() if line.strip()]
+        if until(records) or time.monotonic() > deadline:
+            return records
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def secured(strata_bin, backend, tmp_path: Path) -> Iterator[tuple[Archive, dict[str, str], Path]]:
+    """An archive that requires tokens and writes an audit file; yields it, the tokens by
+    name and the audit file."""
+    tokens: dict[str, str] = {}
+    lines = ["# name scopes sha256"]
+    for name, scopes in [("viewer", "read"), ("modality", "write"), ("admin-desk", "read,write,delete,admin")]:
+        token, line = make_token(strata_bin, name, scopes)
+        tokens[name] = token
+        lines.append(line)
+    tokens_file = tmp_path / "tokens"
+    tokens_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    audit_file = tmp_path / "audit" / "audit.jsonl"
+    env = {
+        "STRATA__AUTH__TOKENS_FILE": str(tokens_file),
+        "STRATA__AUDIT__FILE": str(audit_file),
+        "STRATA__DICOMWEB__ALLOW_DELETE": "true",
+    }
+    for archive in start_server(strata_bin, backend, tmp_path, "secured", env):
+        yield archive, tokens, audit_file
+
+
+def test_tokens_and_scopes_guard_every_http_api(secured) -> None:
+    archive, tokens, audit_file = secured
+    base = archive.base_url
+    study_uid = new_uid()
+    dataset = synthetic_instance(study_uid)
+
+    # No token, or a wrong one: 401 with a Bearer challenge, on every API.
+    for url in [f"{base}/dicomweb/studies", f"{base}/fhir/ImagingStudy", f"{base}/api/search?q=x"]:
+        response = requests.get(url, timeout=HTTP_TIMEOUT)
+        assert response.status_code == 401, (url, response.text)
+        assert response.headers["www-authenticate"].startswith("Bearer")
+        assert response.headers["content-type"].startswith("application/problem+json")
+    wrong = requests.get(
+        f"{base}/dicomweb/studies", headers={"Authorization": "Bearer strata_wrong"}, timeout=HTTP_TIMEOUT
+    )
+    assert wrong.status_code == 401
+    assert 'error="invalid_token"' in wrong.headers["www-authenticate"]
+    # Probes and metrics stay open; a CORS preflight is not challenged.
+    assert requests.get(f"{base}/livez", timeout=HTTP_TIMEOUT).status_code == 200
+    assert requests.get(f"{base}/readyz", timeout=HTTP_TIMEOUT).status_code == 200
+    assert requests.get(f"{base}/metrics", timeout=HTTP_TIMEOUT).status_code == 200
+    assert requests.options(f"{base}/dicomweb/studies", timeout=HTTP_TIMEOUT).status_code != 401
+
+    viewer = client_with_token(base, tokens["viewer"])
+    modality = client_with_token(base, tokens["modality"])
+    # A read-only token cannot store; a write-only token cannot read.
+    with pytest.raises(requests.HTTPError) as refused:
+        viewer.store_instances([dataset])
+    assert refused.value.response.status_code == 403
+    assert "write" in refused.value.response.json()["detail"]
+    modality.store_instances([dataset])
+    with pytest.raises(requests.HTTPError) as refused:
+        modality.search_for_studies(search_filters={"PatientName": PATIENT_NAME})
+    assert refused.value.response.status_code == 403
+
+    found = viewer.search_for_studies(search_filters={"PatientName": PATIENT_NAME})
+    assert [study["0020000D"]["Value"][0] for study in found] == [study_uid]
+    retrieved = viewer.retrieve_instance(study_uid, dataset.SeriesInstanceUID, dataset.SOPInstanceUID)
+    assert retrieved.PixelData == dataset.PixelData
+    fhir = requests.get(
+        f"{base}/fhir/ImagingStudy",
+        params={"identifier": f"urn:dicom:uid|urn:oid:{study_uid}"},
+        headers={"Authorization": f"Bearer {tokens['viewer']}"},
+        timeout=HTTP_TIMEOUT,
+    )
+    assert fhir.status_code == 200, fhir.text
+
+    # Deleting and changing tiering need their own scopes.
+    study_path = f"{base}/dicomweb/studies/{study_uid}"
+    as_viewer = {"Authorization": f"Bearer {tokens['viewer']}"}
+    as_admin = {"Authorization": f"Bearer {tokens['admin-desk']}"}
+    assert requests.delete(study_path, headers=as_viewer, timeout=HTTP_TIMEOUT).status_code == 403
+    hold = {"legal_hold": True, "retain_until_ms": None}
+    retention = f"{base}/api/tiering/studies/{study_uid}/retention"
+    assert requests.put(retention, json=hold, headers=as_viewer, timeout=HTTP_TIMEOUT).status_code == 403
+    assert requests.put(retention, json=hold, headers=as_admin, timeout=HTTP_TIMEOUT).status_code == 200
+    assert requests.delete(study_path, headers=as_admin, timeout=HTTP_TIMEOUT).status_code == 409
+
+    # The audit trail: who did what, with which outcome; never patient data or query strings.
+    records = audit_lines(audit_file, until=lambda records: any(record["action"] == "DELETE" for record in records))
+    http_records = [record for record in records if record["protocol"] == "http"]
+    assert any(
+        record["principal"] == "anonymous" and record["outcome"] == "401" and record["resource"] == "/dicomweb/studies"
+        for record in http_records
+    ), http_records
+    assert any(
+        record["principal"] == "viewer" and record["action"] == "POST" and record["outcome"] == "403"
+        for record in http_records
+    )
+    assert any(
+        record["principal"] == "modality" and record["action"] == "POST" and record["outcome"] == "200"
+        for record in http_records
+    )
+    assert any(
+        record["principal"] == "viewer"
+        and record["action"] == "GET"
+        and record["resource"].endswith(f"/instances/{dataset.SOPInstanceUID}")
+        and record["outcome"] == "200"
+        for record in http_records
+    )
+    assert any(
+        record["principal"] == "admin-desk" and record["action"] == "DELETE" and record["outcome"] == "409"
+        for record in http_records
+    )
+    assert all(record["remote_addr"].startswith("127.0.0.1:") for record in http_records)
+    assert not any(record["resource"] in ("/livez", "/readyz", "/metrics") for record in http_records)
+    text = audit_file.read_text(encoding="utf-8")
+    for secret in ["Auditcheck", "Geheim", PATIENT_ID, "19610203", "?", tokens["viewer"], tokens["modality"]]:
+        assert secret not in text, f"{secret!r} is in the audit file"
+    assert (audit_file.stat().st_mode & 0o777) == 0o600
+    # The same records reach the log, on the `audit` target.
+    log = Path(archive.server.log_path).read_text(encoding="utf-8")
+    assert "audit" in log and "principal=viewer" in log
+
+
+def test_dimse_operations_are_audited_with_the_calling_ae_title(secured) -> None:
+    archive, _tokens, audit_file = secured
+    host, port = archive.server.dimse_addr
+    ae = AE(ae_title="AUDIT_SCU")
+    ae.add_requested_context(Verification)
+    ae.add_requested_context(SecondaryCaptureImageStorage, ExplicitVRLittleEndian)
+    dataset = synthetic_instance(new_uid())
+    association = ae.associate(host, port, ae_title="STRATA")
+    assert association.is_established
+    try:
+        assert association.send_c_echo().Status == 0x0000
+        assert association.send_c_store(dataset).Status == 0x0000
+    finally:
+        association.release()
+    stored = audit_lines(audit_file, until=lambda records: any(record["action"] == "C-STORE" for record in records))
+    records = [record for record in stored if record["protocol"] == "dimse"]
+    assert {(record["action"], record["principal"], record["outcome"]) for record in records} >= {
+        ("C-ECHO", "AUDIT_SCU", "0x0000"),
+        ("C-STORE", "AUDIT_SCU", "0x0000"),
+    }, records
+    store = next(record for record in records if record["action"] == "C-STORE")
+    assert store["resource"] == dataset.SOPInstanceUID
+    assert PATIENT_ID not in audit_file.read_text(encoding="utf-8")
+
+
+@pytest.fixture
+def tls_archive(strata_bin, backend, tmp_path: Path) -> Iterator[tuple[Archive, Path]]:
+    """An archive serving HTTPS with a self-signed certificate for 127.0.0.1."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    env = {"STRATA__HTTP__TLS_CERT_FILE": str(cert), "STRATA__HTTP__TLS_KEY_FILE": str(key)}
+    for archive in start_server(strata_bin, backend, tmp_path, "tls", env):
+        yield archive, cert
+
+
+def test_https_serves_dicomweb_and_refuses_plain_http(tls_archive) -> None:
+    archive, cert = tls_archive
+    assert "https://" in Path(archive.server.log_path).read_text(encoding="utf-8")
+    https_base = archive.base_url.replace("http://", "https://")
+    session = create_session()
+    # Otherwise REQUESTS_CA_BUNDLE from the environment would override `verify`.
+    session.trust_env = False
+    session.verify = str(cert)
+    client = DICOMwebClient(url=f"{https_base}/dicomweb", session=session, timeout=HTTP_TIMEOUT)
+    study_uid = new_uid()
+    dataset = synthetic_instance(study_uid)
+    client.store_instances([dataset])
+    retrieved = client.retrieve_instance(study_uid, dataset.SeriesInstanceUID, dataset.SOPInstanceUID)
+    assert retrieved.PixelData == dataset.PixelData
+    assert requests.get(f"{https_base}/readyz", verify=str(cert), timeout=HTTP_TIMEOUT).status_code == 200
+    # An untrusted certificate is refused by the client; plain HTTP gets no HTTP answer.
+    with pytest.raises(requests.exceptions.SSLError):
+        requests.get(f"{https_base}/livez", timeout=HTTP_TIMEOUT)
+    with pytest.raises(requests.exceptions.ConnectionError):
+        requests.get(f"{archive.base_url}/livez", timeout=HTTP_TIMEOUT)
+    # The server is still up after both.
+    assert requests.get(f"{https_base}/livez", verify=str(cert), timeout=HTTP_TIMEOUT).status_code == 200
