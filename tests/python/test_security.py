@@ -313,3 +313,100 @@ def test_https_serves_dicomweb_and_refuses_plain_http(tls_archive) -> None:
         requests.get(f"{archive.base_url}/livez", timeout=HTTP_TIMEOUT)
     # The server is still up after both.
     assert requests.get(f"{https_base}/livez", verify=str(cert), timeout=HTTP_TIMEOUT).status_code == 200
+
+
+def dcmtk(tool: str) -> str:
+    """dcmtk's tool from the Debian package (pynetdicom installs console scripts of the same
+    names earlier on PATH)."""
+    path = Path("/usr/bin") / tool
+    assert path.exists(), f"dcmtk's {tool} is not installed (apt-get install dcmtk)"
+    return str(path)
+
+
+def openssl(*args: str) -> None:
+    subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60)
+
+
+def make_pki(directory: Path) -> dict[str, Path]:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, all EC P-256."""
+    files = {
+        name: directory / f"{name}.pem" for name in ["ca", "ca-key", "server", "server-key", "client", "client-key"]
+    }
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    openssl("req", "-x509", *ec, "-days", "2", "-subj", "/CN=Strata test CA",
+            "-keyout", str(files["ca-key"]), "-out", str(files["ca"]))  # fmt: skip
+    for name, extension in [("server", "subjectAltName=IP:127.0.0.1"), ("client", "extendedKeyUsage=clientAuth")]:
+        request = directory / f"{name}.csr"
+        extension_file = directory / f"{name}.ext"
+        extension_file.write_text(extension + "\n", encoding="utf-8")
+        openssl("req", "-new", *ec, "-subj", f"/CN={name}", "-keyout", str(files[f"{name}-key"]), "-out", str(request))
+        openssl("x509", "-req", "-in", str(request), "-CA", str(files["ca"]), "-CAkey", str(files["ca-key"]),
+                "-CAcreateserial", "-days", "2", "-extfile", str(extension_file), "-out", str(files[name]))  # fmt: skip
+    return files
+
+
+@pytest.fixture
+def dimse_tls_archive(strata_bin, backend, tmp_path: Path) -> Iterator[tuple[Archive, dict[str, Path], Path]]:
+    """An archive whose DIMSE listener takes DICOM TLS only, with client certificates from the
+    test CA required (mutual TLS), and an audit file."""
+    pki = make_pki(tmp_path)
+    audit_file = tmp_path / "audit.jsonl"
+    env = {
+        "STRATA__DIMSE__TLS_CERT_FILE": str(pki["server"]),
+        "STRATA__DIMSE__TLS_KEY_FILE": str(pki["server-key"]),
+        "STRATA__DIMSE__TLS_CLIENT_CA_FILE": str(pki["ca"]),
+        "STRATA__AUDIT__FILE": str(audit_file),
+    }
+    for archive in start_server(strata_bin, backend, tmp_path, "dimse_tls", env):
+        yield archive, pki, audit_file
+
+
+def test_dicom_tls_with_client_certificates_and_dcmtk(dimse_tls_archive, tmp_path: Path) -> None:
+    archive, pki, audit_file = dimse_tls_archive
+    host, port = archive.server.dimse_addr
+    client_tls = ["+tls", str(pki["client-key"]), str(pki["client"]), "+cf", str(pki["ca"]), "-pw"]
+    called = ["-aet", "TLS_SCU", "-aec", "STRATA"]
+
+    echo = subprocess.run(
+        [dcmtk("echoscu"), *called, *client_tls, host, str(port)], capture_output=True, text=True, timeout=60
+    )
+    assert echo.returncode == 0, echo.stdout + echo.stderr
+
+    dataset = synthetic_instance(new_uid())
+    path = tmp_path / "instance.dcm"
+    dataset.save_as(path, enforce_file_format=True)
+    store = subprocess.run(
+        [dcmtk("storescu"), *called, *client_tls, host, str(port), str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert store.returncode == 0, store.stdout + store.stderr
+    found = requests.get(
+        f"{archive.base_url}/dicomweb/studies/{dataset.StudyInstanceUID}/instances",
+        headers={"accept": "application/dicom+json"},
+        timeout=HTTP_TIMEOUT,
+    )
+    assert found.status_code == 200, found.text
+    assert [item["00080018"]["Value"][0] for item in found.json()] == [dataset.SOPInstanceUID]
+
+    # Without TLS, or over TLS without a client certificate: no association.
+    plain = subprocess.run([dcmtk("echoscu"), *called, host, str(port)], capture_output=True, text=True, timeout=60)
+    assert plain.returncode != 0, plain.stdout
+    anonymous = subprocess.run(
+        [dcmtk("echoscu"), *called, "+tla", "+cf", str(pki["ca"]), host, str(port)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert anonymous.returncode != 0, anonymous.stdout
+    # The listener still serves afterwards.
+    again = subprocess.run(
+        [dcmtk("echoscu"), *called, *client_tls, host, str(port)], capture_output=True, text=True, timeout=60
+    )
+    assert again.returncode == 0, again.stdout + again.stderr
+
+    records = audit_lines(audit_file, until=lambda records: sum(r["action"] == "C-ECHO" for r in records) >= 2)
+    dimse = {(record["action"], record["principal"], record["outcome"]) for record in records}
+    assert ("C-STORE", "TLS_SCU", "0x0000") in dimse, records
+    assert ("C-ECHO", "TLS_SCU", "0x0000") in dimse, records

@@ -177,6 +177,14 @@ pub struct DimseConfig {
     pub idle_timeout_seconds: u64,
     /// Known peers for C-MOVE destinations: AE title → `HOST:PORT`.
     pub peers: std::collections::BTreeMap<String, String>,
+    /// DICOM TLS (PS3.15 Annex B, BCP 195): a PEM certificate chain; with `tls_key_file`, the
+    /// listener accepts TLS connections only (docs/security.md).
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of `tls_cert_file`.
+    pub tls_key_file: Option<PathBuf>,
+    /// PEM certificates of the authorities whose client certificates are accepted: with it,
+    /// every peer must present a certificate they signed (mutual TLS).
+    pub tls_client_ca_file: Option<PathBuf>,
 }
 
 impl Default for NodeConfig {
@@ -216,6 +224,9 @@ impl Default for DimseConfig {
             artim_timeout_seconds: 30,
             idle_timeout_seconds: 300,
             peers: std::collections::BTreeMap::new(),
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_client_ca_file: None,
         }
     }
 }
@@ -474,6 +485,21 @@ impl NodeConfig {
             return Err(ConfigError::Invalid {
                 key: "dimse.max_associations",
                 reason: "must be at least 1".to_owned(),
+            });
+        }
+        if self.dimse.tls_cert_file.is_some() != self.dimse.tls_key_file.is_some() {
+            return Err(ConfigError::Invalid {
+                key: "dimse.tls_cert_file",
+                reason: "set both dimse.tls_cert_file and dimse.tls_key_file, or neither"
+                    .to_owned(),
+            });
+        }
+        if self.dimse.tls_client_ca_file.is_some() && self.dimse.tls_cert_file.is_none() {
+            return Err(ConfigError::Invalid {
+                key: "dimse.tls_client_ca_file",
+                reason: "client certificates need TLS: set dimse.tls_cert_file and \
+                         dimse.tls_key_file too"
+                    .to_owned(),
             });
         }
         for (ae_title, address) in &self.dimse.peers {

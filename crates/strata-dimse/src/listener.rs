@@ -23,6 +23,7 @@ use tracing::{debug, info, info_span, warn};
 use crate::scp::serve_association;
 use crate::storage_sop_classes::STORAGE_SOP_CLASSES;
 use crate::transfer_syntaxes::STORAGE_TRANSFER_SYNTAXES;
+use crate::transport::Link;
 
 /// The policy and identity of the DIMSE listener.
 #[derive(Debug, Clone)]
@@ -48,6 +49,9 @@ pub struct DimseSettings {
     pub serve_query_retrieve: bool,
     /// On shutdown, how long in-flight associations may take to finish.
     pub drain_timeout: Duration,
+    /// DICOM TLS (PS3.15 Annex B): when set, every connection must complete a TLS handshake
+    /// with this configuration before its association request.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// The services an association uses.
@@ -253,16 +257,21 @@ fn run_association(
     for transfer_syntax_uid in STORAGE_TRANSFER_SYNTAXES {
         options = options.with_transfer_syntax(*transfer_syntax_uid);
     }
-    let association = match options.establish(socket) {
+    let established = match &settings.tls {
+        Some(tls) => options
+            .tls_config(tls.clone())
+            .establish_tls(socket)
+            .map(|association| Link::ServerTls(Box::new(association))),
+        None => options.establish(socket).map(Link::Server),
+    };
+    let association = match established {
         Ok(association) => association,
         Err(error) => {
             info!(%error, "association not established");
             return;
         }
     };
-    let calling_ae_title = dicom_ul::association::Association::peer_ae_title(&association)
-        .trim()
-        .to_owned();
+    let calling_ae_title = association.peer_ae_title();
     span.record("calling_ae_title", calling_ae_title.as_str());
     let num_accepted = association
         .presentation_contexts()
@@ -277,7 +286,8 @@ fn run_association(
     );
     let mut association = association;
     let _ = association
-        .inner_stream()
+        .wire()
+        .socket()
         .set_read_timeout(Some(settings.idle_timeout));
     let context = AssociationContext {
         settings,

@@ -2,11 +2,9 @@
 //! C-MOVE and C-GET. Runs on a blocking thread; async services are driven through the
 //! runtime handle.
 
-use std::net::TcpStream;
 use std::time::Instant;
 
 use dicom_dictionary_std::tags;
-use dicom_ul::ServerAssociation;
 use dicom_ul::pdu::{AbortRQSource, Pdu, PresentationContextResultReason};
 use strata_ingest::{IngestOutcome, IngestSource};
 use tracing::{Instrument, info, warn};
@@ -45,11 +43,11 @@ pub(crate) fn accepted_contexts(
 }
 
 pub(crate) fn serve_association(
-    association: ServerAssociation<TcpStream>,
+    association: Link,
     context: &AssociationContext,
 ) -> Result<(), DimseError> {
     let contexts = accepted_contexts(association.presentation_contexts());
-    let mut channel = Channel::new(Link::Server(association));
+    let mut channel = Channel::new(association);
     let result = serve_commands(&mut channel, &contexts, context);
     if let Err(error) = &result
         && error.kind == crate::DimseErrorKind::Protocol

@@ -81,10 +81,7 @@ pub fn echo(
 }
 
 fn link_contexts(channel: &Channel) -> Vec<AcceptedContext> {
-    match &channel.link {
-        Link::Client(association) => accepted_contexts(association.presentation_contexts()),
-        Link::Server(association) => accepted_contexts(association.presentation_contexts()),
-    }
+    accepted_contexts(channel.link.presentation_contexts())
 }
 
 fn read_response(channel: &mut Channel) -> Result<Command, DimseError> {

@@ -2,7 +2,7 @@
 //! (reassembly) and writing messages fragmented to the peer's maximum PDU length.
 
 use std::collections::VecDeque;
-use std::io::{Cursor, Read};
+use std::io::{Cursor, Read, Write};
 use std::net::TcpStream;
 
 use dicom_ul::association::SyncAssociation;
@@ -25,10 +25,76 @@ const PDATA_TF: u8 = 0x04;
 /// are a few bytes; anything larger is a broken or hostile peer).
 const MAX_CONTROL_PDU_BYTES: u32 = 64 * 1024;
 
+/// The stream of an association accepted over DICOM TLS (PS3.15 Annex B).
+pub(crate) type TlsServerStream = rustls::StreamOwned<rustls::ServerConnection, TcpStream>;
+
 /// An established association, from either side.
 pub(crate) enum Link {
     Server(ServerAssociation<TcpStream>),
+    /// Boxed: the TLS state is large, and an association is moved around while set up.
+    ServerTls(Box<ServerAssociation<TlsServerStream>>),
     Client(ClientAssociation<TcpStream>),
+}
+
+impl Link {
+    /// The presentation contexts negotiated.
+    pub(crate) fn presentation_contexts(&self) -> &[dicom_ul::pdu::PresentationContextNegotiated] {
+        match self {
+            Link::Server(association) => association.presentation_contexts(),
+            Link::ServerTls(association) => association.presentation_contexts(),
+            Link::Client(association) => association.presentation_contexts(),
+        }
+    }
+
+    /// The peer's AE title, without padding.
+    pub(crate) fn peer_ae_title(&self) -> String {
+        use dicom_ul::association::Association;
+        let title = match self {
+            Link::Server(association) => association.peer_ae_title(),
+            Link::ServerTls(association) => association.peer_ae_title(),
+            Link::Client(association) => association.peer_ae_title(),
+        };
+        title.trim().to_owned()
+    }
+
+    /// The byte stream under the association: the socket, or TLS over it.
+    pub(crate) fn wire(&mut self) -> &mut dyn Wire {
+        match self {
+            Link::Server(association) => association.inner_stream(),
+            Link::ServerTls(association) => association.inner_stream(),
+            Link::Client(association) => association.inner_stream(),
+        }
+    }
+}
+
+/// A stream an association runs over: a TCP socket, or TLS over one.
+pub(crate) trait Wire: Read + Write {
+    /// The TCP socket underneath.
+    fn socket(&self) -> &TcpStream;
+    /// Whether decrypted bytes already wait to be read (always false without TLS).
+    fn has_buffered_data(&mut self) -> bool;
+}
+
+impl Wire for TcpStream {
+    fn socket(&self) -> &TcpStream {
+        self
+    }
+
+    fn has_buffered_data(&mut self) -> bool {
+        false
+    }
+}
+
+impl Wire for TlsServerStream {
+    fn socket(&self) -> &TcpStream {
+        &self.sock
+    }
+
+    fn has_buffered_data(&mut self) -> bool {
+        self.conn
+            .process_new_packets()
+            .is_ok_and(|state| state.plaintext_bytes_to_read() > 0)
+    }
 }
 
 /// What the peer sent instead of a PDV.
@@ -57,10 +123,15 @@ impl Channel {
         // From here on every PDU is read by `receive_pdu`; dicom-ul's buffer stays empty.
         let read_ahead = match &mut link {
             Link::Server(association) => SyncAssociation::get_mut(association).1.split(),
+            Link::ServerTls(association) => SyncAssociation::get_mut(&mut **association).1.split(),
             Link::Client(association) => SyncAssociation::get_mut(association).1.split(),
         };
         let (peer_max_pdu, own_max_pdu) = match &link {
             Link::Server(association) => (
+                association.requestor_max_pdu_length(),
+                association.acceptor_max_pdu_length(),
+            ),
+            Link::ServerTls(association) => (
                 association.requestor_max_pdu_length(),
                 association.acceptor_max_pdu_length(),
             ),
@@ -84,11 +155,8 @@ impl Channel {
         }
     }
 
-    pub(crate) fn stream(&mut self) -> &mut TcpStream {
-        match &mut self.link {
-            Link::Server(association) => association.inner_stream(),
-            Link::Client(association) => association.inner_stream(),
-        }
+    pub(crate) fn stream(&mut self) -> &mut dyn Wire {
+        self.link.wire()
     }
 
     /// Reads the next PDU.
@@ -100,21 +168,19 @@ impl Channel {
     /// dicom-ul.
     fn receive_pdu(&mut self) -> Result<Pdu, DimseError> {
         let own_max_pdu = self.own_max_pdu;
-        let stream = match &mut self.link {
-            Link::Server(association) => association.inner_stream(),
-            Link::Client(association) => association.inner_stream(),
-        };
+        let mut stream = self.link.wire();
         let read_ahead = &mut self.read_ahead;
         if read_ahead.position() < read_ahead.get_ref().len() as u64 {
             read_pdu(&mut read_ahead.chain(stream), own_max_pdu)
         } else {
-            read_pdu(stream, own_max_pdu)
+            read_pdu(&mut stream, own_max_pdu)
         }
     }
 
     pub(crate) fn send_pdu(&mut self, pdu: &Pdu) -> Result<(), DimseError> {
         let result = match &mut self.link {
             Link::Server(association) => association.send(pdu),
+            Link::ServerTls(association) => association.send(pdu),
             Link::Client(association) => association.send(pdu),
         };
         result.map_err(|error| DimseError::aborted(format!("failed to send: {error}")))
@@ -158,12 +224,18 @@ impl Channel {
             return true;
         }
         let stream = self.stream();
-        if stream.set_nonblocking(true).is_err() {
+        if stream.has_buffered_data() {
+            return true;
+        }
+        // Over TLS, bytes on the socket are a record, nearly always of data (a key update is
+        // the rare exception, and only delays the check until the next data arrives).
+        let socket = stream.socket();
+        if socket.set_nonblocking(true).is_err() {
             return false;
         }
         let mut byte = [0u8; 1];
-        let available = matches!(stream.peek(&mut byte), Ok(n) if n > 0);
-        let _ = stream.set_nonblocking(false);
+        let available = matches!(socket.peek(&mut byte), Ok(n) if n > 0);
+        let _ = socket.set_nonblocking(false);
         available
     }
 
@@ -276,7 +348,7 @@ impl Channel {
         is_last: bool,
         fragment: &[u8],
     ) -> Result<(), DimseError> {
-        use std::io::{IoSlice, Write};
+        use std::io::IoSlice;
         // Fragments are at most the peer's maximum PDU length (a u32), so these fit.
         let item_length = u32::try_from(fragment.len() + 2)
             .map_err(|_| DimseError::internal("PDV fragment too large"))?;

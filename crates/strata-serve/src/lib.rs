@@ -250,8 +250,21 @@ async fn start_dimse(
         serve_storage: roles.runs(Role::Ingest),
         serve_query_retrieve: roles.runs(Role::Gateway),
         drain_timeout: Duration::from_secs(config.drain_timeout_seconds),
+        tls: match (&config.dimse.tls_cert_file, &config.dimse.tls_key_file) {
+            (Some(cert_file), Some(key_file)) => Some(tls::dimse_server_config(
+                cert_file,
+                key_file,
+                config.dimse.tls_client_ca_file.as_deref(),
+            )?),
+            _ => None,
+        },
     };
-    info!(%dimse_addr, ae_title = %settings.ae_title, "dimse listener ready dimse_addr={dimse_addr}");
+    info!(
+        %dimse_addr,
+        ae_title = %settings.ae_title,
+        tls = settings.tls.is_some(),
+        "dimse listener ready dimse_addr={dimse_addr}"
+    );
     let task = tokio::spawn(strata_dimse::serve_dimse(
         listener, settings, services, shutdown,
     ));

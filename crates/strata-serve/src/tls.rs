@@ -29,33 +29,90 @@ pub fn server_config(
     cert_file: &Path,
     key_file: &Path,
 ) -> anyhow::Result<Arc<rustls::ServerConfig>> {
-    let certs = CertificateDer::pem_file_iter(cert_file)
+    let mut config = identity_config("http", cert_file, key_file, None)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The DICOM TLS configuration of the DIMSE listener (PS3.15 Annex B; rustls' defaults meet
+/// the BCP 195 profile's TLS 1.2+ with forward-secret AEAD suites). With `client_ca_file`,
+/// peers must present a certificate signed by one of its authorities.
+pub fn dimse_server_config(
+    cert_file: &Path,
+    key_file: &Path,
+    client_ca_file: Option<&Path>,
+) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    Ok(Arc::new(identity_config(
+        "dimse",
+        cert_file,
+        key_file,
+        client_ca_file,
+    )?))
+}
+
+fn read_certs(
+    section: &str,
+    key: &str,
+    file: &Path,
+) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+    let certs = CertificateDer::pem_file_iter(file)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|error| anyhow::anyhow!("{error:?}"))
+        .with_context(|| format!("failed to read {section}.{key} `{}`", file.display()))?;
+    if certs.is_empty() {
+        anyhow::bail!(
+            "{section}.{key} `{}` holds no PEM certificate",
+            file.display()
+        );
+    }
+    Ok(certs)
+}
+
+fn identity_config(
+    section: &str,
+    cert_file: &Path,
+    key_file: &Path,
+    client_ca_file: Option<&Path>,
+) -> anyhow::Result<rustls::ServerConfig> {
+    let certs = read_certs(section, "tls_cert_file", cert_file)?;
+    let key = PrivateKeyDer::from_pem_file(key_file)
         .map_err(|error| anyhow::anyhow!("{error:?}"))
         .with_context(|| {
             format!(
-                "failed to read http.tls_cert_file `{}`",
-                cert_file.display()
+                "failed to read {section}.tls_key_file `{}`",
+                key_file.display()
             )
         })?;
-    if certs.is_empty() {
-        anyhow::bail!(
-            "http.tls_cert_file `{}` holds no PEM certificate",
-            cert_file.display()
-        );
-    }
-    let key = PrivateKeyDer::from_pem_file(key_file)
-        .map_err(|error| anyhow::anyhow!("{error:?}"))
-        .with_context(|| format!("failed to read http.tls_key_file `{}`", key_file.display()))?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .context("no TLS protocol version available")?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .context("http.tls_cert_file and http.tls_key_file do not make a usable TLS identity")?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+        .context("no TLS protocol version available")?;
+    let builder = match client_ca_file {
+        Some(client_ca_file) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in read_certs(section, "tls_client_ca_file", client_ca_file)? {
+                roots.add(cert).with_context(|| {
+                    format!(
+                        "{section}.tls_client_ca_file `{}` holds an unusable certificate",
+                        client_ca_file.display()
+                    )
+                })?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .context("failed to set up client certificate verification")?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    builder.with_single_cert(certs, key).with_context(|| {
+        format!(
+            "{section}.tls_cert_file and {section}.tls_key_file do not make a usable TLS identity"
+        )
+    })
 }
 
 /// A listener that yields connections once their TLS handshake is done.

@@ -37,6 +37,7 @@ async fn test_c_store_association_yields_one_connected_trace() {
         serve_storage: true,
         serve_query_retrieve: true,
         drain_timeout: Duration::from_secs(5),
+        tls: None,
     };
     let services = DimseServices {
         catalog,

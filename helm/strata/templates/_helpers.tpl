@@ -233,6 +233,16 @@ as JSON strings (valid TOML basic strings), scalar keys before sub-tables.
   value: "true"
 - name: STRATA__DIMSE__ADDR
   value: "0.0.0.0:11112"
+{{- if $root.Values.dicomTls.existingSecret }}
+- name: STRATA__DIMSE__TLS_CERT_FILE
+  value: /run/secrets/strata/dicom-tls/cert.pem
+- name: STRATA__DIMSE__TLS_KEY_FILE
+  value: /run/secrets/strata/dicom-tls/key.pem
+{{- if $root.Values.dicomTls.clientCaKey }}
+- name: STRATA__DIMSE__TLS_CLIENT_CA_FILE
+  value: /run/secrets/strata/dicom-tls/client-ca.pem
+{{- end }}
+{{- end }}
 {{- else }}
 - name: STRATA__DIMSE__ENABLED
   value: "false"
@@ -292,6 +302,21 @@ as JSON strings (valid TOML basic strings), scalar keys before sub-tables.
       - key: {{ $root.Values.s3.secretAccessKeyKey }}
         path: secret-access-key
 {{- end }}
+{{- if and (include "strata.hasDimse" .) $root.Values.dicomTls.existingSecret }}
+- name: dicom-tls
+  secret:
+    secretName: {{ $root.Values.dicomTls.existingSecret }}
+    defaultMode: 0440
+    items:
+      - key: {{ $root.Values.dicomTls.certKey }}
+        path: cert.pem
+      - key: {{ $root.Values.dicomTls.keyKey }}
+        path: key.pem
+      {{- with $root.Values.dicomTls.clientCaKey }}
+      - key: {{ . }}
+        path: client-ca.pem
+      {{- end }}
+{{- end }}
 {{- if and (ne .role "migrate") $root.Values.auth.existingSecret }}
 - name: auth-tokens
   secret:
@@ -315,6 +340,11 @@ as JSON strings (valid TOML basic strings), scalar keys before sub-tables.
 {{- if and (ne .role "migrate") .root.Values.auth.existingSecret }}
 - name: auth-tokens
   mountPath: /run/secrets/strata/auth
+  readOnly: true
+{{- end }}
+{{- if and (include "strata.hasDimse" .) .root.Values.dicomTls.existingSecret }}
+- name: dicom-tls
+  mountPath: /run/secrets/strata/dicom-tls
   readOnly: true
 {{- end }}
 {{- end }}
