@@ -17,7 +17,7 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -679,3 +679,24 @@ class Archive:
 
 
 ArchiveFactory = Callable[[str], "Archive"]
+
+
+def run_archive(
+    strata_bin: Path, backend: Any, data_dir: Path, label: str, extra_env: Mapping[str, str]
+) -> Iterator[Archive]:
+    """Starts an archive on `backend` with `extra_env` over the backend's environment, yields
+    it, then checks it did not crash, stops it and releases what the backend provisioned.
+    For fixtures: `yield from run_archive(...)`."""
+    resources = backend.provision(label)
+    env = dict(resources.env)
+    env.update(extra_env)
+    server = StrataServer(strata_bin, data_dir, env, label)
+    archive = Archive(server=server, resources=resources, backend=backend)
+    try:
+        server.start(timeout_seconds=60)
+        yield archive
+        assert not server.has_crashed(), server.log_tail()
+    finally:
+        server.stop()
+        if resources.cleanup is not None:
+            resources.cleanup()

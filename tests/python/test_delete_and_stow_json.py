@@ -28,7 +28,6 @@ from e2e_support import (
     TAG_REFERENCED_SOP_INSTANCE_UID,
     TAG_REFERENCED_SOP_SEQUENCE,
     Archive,
-    StrataServer,
 )
 
 HTTP_TIMEOUT = 60
@@ -47,20 +46,8 @@ def deletable_archive(
 ) -> Iterator[Archive]:
     """A fresh archive with `dicomweb.allow_delete = true` (off by default)."""
     label = re.sub(r"\W+", "_", request.node.name)[:40]
-    resources = backend.provision(label)
-    env = dict(resources.env)
-    env["STRATA__DICOMWEB__ALLOW_DELETE"] = "true"
     data_dir = tmp_path_factory.mktemp(f"archive-{label}") / "data"
-    server = StrataServer(strata_bin, data_dir, env, label)
-    archive = Archive(server=server, resources=resources, backend=backend)
-    try:
-        server.start(timeout_seconds=60)
-        yield archive
-        assert not server.has_crashed(), server.log_tail()
-    finally:
-        server.stop()
-        if resources.cleanup is not None:
-            resources.cleanup()
+    yield from e2e_support.run_archive(strata_bin, backend, data_dir, label, {"STRATA__DICOMWEB__ALLOW_DELETE": "true"})
 
 
 def synthetic_instance(study_uid: str, series_uid: str, number: int, patient_name: str = "Synthétique^Jörg") -> Dataset:

@@ -25,7 +25,7 @@ from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-from e2e_support import Archive, StrataServer
+from e2e_support import Archive, run_archive
 
 HTTP_TIMEOUT = 60
 PATIENT_NAME = "Auditcheck^Geheim"
@@ -88,19 +88,7 @@ def client_with_token(base_url: str, token: str, verify: str | bool = True) -> D
 
 
 def start_server(strata_bin, backend, tmp_path: Path, label: str, extra_env: dict[str, str]) -> Iterator[Archive]:
-    resources = backend.provision(label)
-    env = dict(resources.env)
-    env.update(extra_env)
-    server = StrataServer(strata_bin, tmp_path / "data", env, label)
-    archive = Archive(server=server, resources=resources, backend=backend)
-    try:
-        server.start(timeout_seconds=60)
-        yield archive
-        assert not server.has_crashed(), server.log_tail()
-    finally:
-        server.stop()
-        if resources.cleanup is not None:
-            resources.cleanup()
+    return run_archive(strata_bin, backend, tmp_path / "data", label, extra_env)
 
 
 def audit_lines(path: Path, until) -> list[dict]:

@@ -22,21 +22,36 @@ fn corpus(path: &str) -> Option<PathBuf> {
     file.is_file().then_some(file)
 }
 
-async fn pipeline(dir: &std::path::Path) -> (IngestPipeline, Arc<dyn Catalog>, Arc<dyn BlobStore>) {
+/// A pipeline on a SQLite catalog in `dir` and `store`.
+async fn pipeline_on(
+    dir: &std::path::Path,
+    store: Arc<dyn BlobStore>,
+) -> (IngestPipeline, Arc<dyn Catalog>) {
     let catalog =
         strata_catalog::open_catalog(&format!("sqlite://{}", dir.join("catalog.db").display()), 4)
             .await
             .unwrap();
-    let store: Arc<dyn BlobStore> = Arc::new(ObjectStoreBlobStore::ram());
     let settings = IngestSettings {
         spool_dir: dir.join("spool"),
         max_object_bytes: 1 << 30,
     };
     (
-        IngestPipeline::new(catalog.clone(), store.clone(), settings),
+        IngestPipeline::new(catalog.clone(), store, settings),
         catalog,
-        store,
     )
+}
+
+async fn pipeline(dir: &std::path::Path) -> (IngestPipeline, Arc<dyn Catalog>, Arc<dyn BlobStore>) {
+    let store: Arc<dyn BlobStore> = Arc::new(ObjectStoreBlobStore::ram());
+    let (pipeline, catalog) = pipeline_on(dir, store.clone()).await;
+    (pipeline, catalog, store)
+}
+
+fn test_source() -> IngestSource {
+    IngestSource {
+        protocol: "test".into(),
+        ..IngestSource::default()
+    }
 }
 
 async fn spool(pipeline: &IngestPipeline, file: &std::path::Path) -> SpooledObject {
@@ -54,10 +69,7 @@ async fn test_racing_objects_with_one_uid_store_exactly_one() {
         eprintln!("skipped: ../shared/corpus not found");
         return;
     };
-    let source = IngestSource {
-        protocol: "test".into(),
-        ..IngestSource::default()
-    };
+    let source = test_source();
     for round in 0..10 {
         let dir = tempfile::tempdir().unwrap();
         let (pipeline, catalog, store) = pipeline(dir.path()).await;
@@ -109,10 +121,7 @@ async fn test_identical_resend_stores_nothing_new() {
     };
     let dir = tempfile::tempdir().unwrap();
     let (pipeline, catalog, store) = pipeline(dir.path()).await;
-    let source = IngestSource {
-        protocol: "test".into(),
-        ..IngestSource::default()
-    };
+    let source = test_source();
     let first = pipeline
         .ingest(spool(&pipeline, &file).await, &source, None)
         .await;
@@ -197,25 +206,23 @@ impl BlobStore for HoldingStore {
 async fn holding_pipeline(
     dir: &std::path::Path,
 ) -> (IngestPipeline, Arc<dyn Catalog>, Arc<HoldingStore>) {
-    let catalog =
-        strata_catalog::open_catalog(&format!("sqlite://{}", dir.join("catalog.db").display()), 4)
-            .await
-            .unwrap();
     let store = Arc::new(HoldingStore {
         inner: Arc::new(ObjectStoreBlobStore::local(dir.join("objects")).unwrap()),
         hold_next_put: false.into(),
         written: tokio::sync::Notify::new(),
         release: tokio::sync::Notify::new(),
     });
-    let settings = IngestSettings {
-        spool_dir: dir.join("spool"),
-        max_object_bytes: 1 << 30,
-    };
-    (
-        IngestPipeline::new(catalog.clone(), store.clone(), settings),
-        catalog,
-        store,
-    )
+    let (pipeline, catalog) = pipeline_on(dir, store.clone()).await;
+    (pipeline, catalog, store)
+}
+
+/// Ingests `file` in a task of its own.
+async fn ingest_in_task(
+    pipeline: &IngestPipeline,
+    file: &std::path::Path,
+) -> tokio::task::JoinHandle<IngestOutcome> {
+    let (pipeline, spooled) = (pipeline.clone(), spool(pipeline, file).await);
+    tokio::spawn(async move { pipeline.ingest(spooled, &test_source(), None).await })
 }
 
 /// Stores `file`, deletes its instance from the catalog (its object stays, as after a DELETE
@@ -225,10 +232,7 @@ async fn stored_then_deleted(
     catalog: &dyn Catalog,
     file: &std::path::Path,
 ) -> ObjectKey {
-    let source = IngestSource {
-        protocol: "test".into(),
-        ..IngestSource::default()
-    };
+    let source = test_source();
     let IngestOutcome::Stored(stored) = pipeline
         .ingest(spool(pipeline, file).await, &source, None)
         .await
@@ -270,16 +274,7 @@ async fn test_a_purge_between_object_write_and_commit_makes_the_ingest_write_aga
 
     // Store it again; hold the ingest once its object is written, before its commit.
     store.hold_next_put.store(true, Ordering::SeqCst);
-    let again = {
-        let (pipeline, spooled) = (pipeline.clone(), spool(&pipeline, &file).await);
-        tokio::spawn(async move {
-            let source = IngestSource {
-                protocol: "test".into(),
-                ..IngestSource::default()
-            };
-            pipeline.ingest(spooled, &source, None).await
-        })
-    };
+    let again = ingest_in_task(&pipeline, &file).await;
     store.written.notified().await;
     // The deletion's purge runs now: nothing refers to the key yet, so the object goes.
     let purged = purge_object(catalog.as_ref(), store.as_ref(), &key)
@@ -311,16 +306,7 @@ async fn test_an_ingest_waits_for_a_running_purge_of_its_object() {
 
     // A purge has begun and not deleted the object yet.
     let generation = catalog.begin_object_purge(&key).await.unwrap().unwrap();
-    let again = {
-        let (pipeline, spooled) = (pipeline.clone(), spool(&pipeline, &file).await);
-        tokio::spawn(async move {
-            let source = IngestSource {
-                protocol: "test".into(),
-                ..IngestSource::default()
-            };
-            pipeline.ingest(spooled, &source, None).await
-        })
-    };
+    let again = ingest_in_task(&pipeline, &file).await;
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert!(
         !again.is_finished(),
@@ -346,10 +332,7 @@ async fn test_a_purge_leaves_an_object_stored_again_before_it() {
     let dir = tempfile::tempdir().unwrap();
     let (pipeline, catalog, store) = holding_pipeline(dir.path()).await;
     let key = stored_then_deleted(&pipeline, catalog.as_ref(), &file).await;
-    let source = IngestSource {
-        protocol: "test".into(),
-        ..IngestSource::default()
-    };
+    let source = test_source();
     let outcome = pipeline
         .ingest(spool(&pipeline, &file).await, &source, None)
         .await;
