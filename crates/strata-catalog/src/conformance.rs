@@ -33,6 +33,7 @@ use crate::{
 
 pub use deleting::{
     concurrent_deletes_and_stores, deleting_unknown_uids, deletion_scopes, store_after_delete,
+    store_racing_the_removal_of_its_study,
 };
 pub use matching::{
     every_match_key, list_matching, modalities_in_study, range_matching, sequence_matching,
@@ -126,6 +127,7 @@ macro_rules! catalog_conformance_tests {
             deleting_unknown_uids,
             store_after_delete,
             concurrent_deletes_and_stores,
+            store_racing_the_removal_of_its_study,
             purges_fence_stores,
             concurrent_purges_and_stores,
             retrieval_support,

@@ -94,7 +94,7 @@ pub trait Catalog: Send + Sync + 'static {
     /// [`Catalog::object_key_referenced`] says no row refers to them any more. A crash in
     /// between leaves unreferenced objects only, never a row without its object. A scope that
     /// matches nothing fails with [`CatalogErrorKind::NotFound`]. A store racing the removal
-    /// of the last instance of its study may fail with a retryable `Unavailable` error.
+    /// of the last instance of its study or patient is retried inside `store_instance`.
     async fn delete(&self, scope: &DeleteScope) -> CatalogResult<DeleteOutcome>;
 
     /// Returns whether any instance row refers to the object `key` (objects are

@@ -330,3 +330,50 @@ pub async fn concurrent_deletes_and_stores(catalog: Arc<dyn Catalog>) {
     );
     assert_eq!(series_counts(&*catalog).await[0].1, 5);
 }
+
+/// Deletes the last instance of a study (which removes the study, its series and patient rows)
+/// while another instance is stored into the same study (even rounds) or into a new study of
+/// the same patient (odd rounds), many times over: the store must succeed whichever commits
+/// first, and its study ends with exactly the stored instance.
+pub async fn store_racing_the_removal_of_its_study(catalog: Arc<dyn Catalog>) {
+    for round in 0..40_u32 {
+        let study = 100 + round;
+        let last = synthetic_record(study, 1, 1);
+        let (incoming_study, incoming) = if round % 2 == 0 {
+            (study, synthetic_record(study, 1, 2))
+        } else {
+            let mut incoming = synthetic_record(study + 1000, 1, 1);
+            incoming.patient = last.patient.clone();
+            (study + 1000, incoming)
+        };
+        store_all(&*catalog, std::slice::from_ref(&last)).await;
+        let deleting = {
+            let catalog = Arc::clone(&catalog);
+            tokio::spawn(async move { catalog.delete(&instance_scope(study, 1, 1)).await })
+        };
+        let storing = {
+            let catalog = Arc::clone(&catalog);
+            let incoming = incoming.clone();
+            tokio::spawn(async move { catalog.store_instance(&incoming).await })
+        };
+        deleting
+            .await
+            .expect("delete task runs")
+            .expect("the delete succeeds");
+        let stored = storing.await.expect("store task runs");
+        assert_eq!(
+            stored.as_ref().ok(),
+            Some(&StoreOutcome::Created),
+            "round {round}: {stored:?}"
+        );
+        assert_eq!(
+            study_counts(&*catalog)
+                .await
+                .into_iter()
+                .filter(|(uid, _, _)| *uid == synthetic_study_uid(incoming_study).to_string())
+                .collect::<Vec<_>>(),
+            vec![(synthetic_study_uid(incoming_study).to_string(), 1, 1)],
+            "round {round}"
+        );
+    }
+}

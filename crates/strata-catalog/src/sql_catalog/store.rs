@@ -152,10 +152,11 @@ pub(crate) async fn store_instance(
         match attempt_result {
             Ok(Some(outcome)) => return Ok(outcome),
             Ok(None) => {}
-            Err(error) if error.is_unique_violation() => {}
+            Err(error) if error.is_unique_violation() || error.is_foreign_key_violation() => {}
             Err(error) => return Err(error.into_catalog_error("store an instance")),
         }
-        // Another writer committed a row this transaction was about to create.
+        // Another writer committed a row this transaction was about to create, or a delete
+        // removed one it was about to refer to (the last instance of its study or patient).
         let existing = existing_sha256(&catalog.pool, sop_instance_uid)
             .await
             .map_err(|error| CatalogError::from_sqlx("store an instance", error))?;
@@ -169,7 +170,10 @@ pub(crate) async fn store_instance(
     }
     Err(CatalogError::new(
         CatalogErrorKind::AlreadyExists,
-        format!("failed to store an instance: uniqueness conflicts after {MAX_ATTEMPTS} attempts"),
+        format!(
+            "failed to store an instance: concurrent writers or deletes got in the way \
+             {MAX_ATTEMPTS} times"
+        ),
     ))
 }
 

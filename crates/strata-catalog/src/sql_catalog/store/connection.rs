@@ -47,6 +47,21 @@ impl WriteError {
         }
     }
 
+    /// Whether a foreign key refused a row: a concurrent delete removed the patient, study or
+    /// series it refers to (PostgreSQL; SQLite's writer lock rules this out). The store is
+    /// retried from the lookup.
+    pub(crate) fn is_foreign_key_violation(&self) -> bool {
+        match self {
+            WriteError::Sqlx(sqlx::Error::Database(error)) => {
+                error.code().as_deref() == Some("23503")
+            }
+            WriteError::Sqlite(rusqlite::Error::SqliteFailure(failure, _)) => {
+                failure.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY
+            }
+            _ => false,
+        }
+    }
+
     /// The catalog error for this failure while doing `action`.
     pub(crate) fn into_catalog_error(self, action: &str) -> CatalogError {
         match self {
