@@ -23,7 +23,10 @@ from dicomweb_client.session_utils import create_session
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage
 from pynetdicom import AE
-from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    StudyRootQueryRetrieveInformationModelFind,
+    Verification,
+)
 
 from e2e_support import Archive, run_archive
 
@@ -226,15 +229,22 @@ def test_dimse_operations_are_audited_with_the_calling_ae_title(secured) -> None
     ae = AE(ae_title="AUDIT_SCU")
     ae.add_requested_context(Verification)
     ae.add_requested_context(SecondaryCaptureImageStorage, ExplicitVRLittleEndian)
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
     dataset = synthetic_instance(new_uid())
     association = ae.associate(host, port, ae_title="STRATA")
     assert association.is_established
     try:
         assert association.send_c_echo().Status == 0x0000
         assert association.send_c_store(dataset).Status == 0x0000
+        query = Dataset()
+        query.QueryRetrieveLevel = "STUDY"
+        query.StudyInstanceUID = dataset.StudyInstanceUID
+        query.PatientName = PATIENT_NAME
+        responses = list(association.send_c_find(query, StudyRootQueryRetrieveInformationModelFind))
+        assert [status.Status for status, _ in responses] == [0xFF00, 0x0000]
     finally:
         association.release()
-    stored = audit_lines(audit_file, until=lambda records: any(record["action"] == "C-STORE" for record in records))
+    stored = audit_lines(audit_file, until=lambda records: any(record["action"] == "C-FIND" for record in records))
     records = [record for record in stored if record["protocol"] == "dimse"]
     assert {(record["action"], record["principal"], record["outcome"]) for record in records} >= {
         ("C-ECHO", "AUDIT_SCU", "0x0000"),
@@ -242,7 +252,12 @@ def test_dimse_operations_are_audited_with_the_calling_ae_title(secured) -> None
     }, records
     store = next(record for record in records if record["action"] == "C-STORE")
     assert store["resource"] == dataset.SOPInstanceUID
-    assert PATIENT_ID not in audit_file.read_text(encoding="utf-8")
+    # A query is recorded by its level and Study Instance UID, never its other keys.
+    find = next(record for record in records if record["action"] == "C-FIND")
+    assert (find["resource"], find["outcome"]) == (f"STUDY {dataset.StudyInstanceUID}", "0x0000")
+    text = audit_file.read_text(encoding="utf-8")
+    for secret in [PATIENT_ID, "Auditcheck", "Geheim"]:
+        assert secret not in text
 
 
 @pytest.fixture
@@ -398,3 +413,27 @@ def test_dicom_tls_with_client_certificates_and_dcmtk(dimse_tls_archive, tmp_pat
     dimse = {(record["action"], record["principal"], record["outcome"]) for record in records}
     assert ("C-STORE", "TLS_SCU", "0x0000") in dimse, records
     assert ("C-ECHO", "TLS_SCU", "0x0000") in dimse, records
+
+
+def test_a_rotated_tokens_file_takes_effect_without_a_restart(secured, strata_bin, tmp_path: Path) -> None:
+    archive, tokens, _audit_file = secured
+    tokens_file = tmp_path / "tokens"
+    url = f"{archive.base_url}/dicomweb/studies"
+    assert requests.get(url, headers={"Authorization": f"Bearer {tokens['viewer']}"}, timeout=HTTP_TIMEOUT).ok
+    late, late_line = make_token(strata_bin, "late", "read")
+    # Rotate: the viewer's line goes, a new token comes (written whole, as a Secret update is).
+    kept = [line for line in tokens_file.read_text(encoding="utf-8").splitlines() if not line.startswith("viewer ")]
+    replacement = tmp_path / "tokens.new"
+    replacement.write_text("\n".join([*kept, late_line]) + "\n", encoding="utf-8")
+    replacement.replace(tokens_file)
+    deadline = time.monotonic() + 20
+    while requests.get(url, headers={"Authorization": f"Bearer {late}"}, timeout=HTTP_TIMEOUT).status_code != 200:
+        assert time.monotonic() < deadline, "the new token was not accepted within 20 s"
+        time.sleep(0.25)
+    old = requests.get(url, headers={"Authorization": f"Bearer {tokens['viewer']}"}, timeout=HTTP_TIMEOUT)
+    assert old.status_code == 401
+    # A broken file is ignored: the tokens in force stay.
+    tokens_file.write_text("late read not-a-digest\n", encoding="utf-8")
+    time.sleep(6)
+    assert requests.get(url, headers={"Authorization": f"Bearer {late}"}, timeout=HTTP_TIMEOUT).status_code == 200
+    assert "cannot be used" in Path(archive.server.log_path).read_text(encoding="utf-8")

@@ -75,17 +75,34 @@ fn serve_commands(
         };
         let started = Instant::now();
         channel.last_status = None;
-        let handled = serve_command(channel, contexts, presentation_context, &command, context);
-        audit_command(&command, context, channel.last_status, &handled, started);
+        let mut queried = None;
+        let handled = serve_command(
+            channel,
+            contexts,
+            presentation_context,
+            &command,
+            context,
+            &mut queried,
+        );
+        audit_command(
+            &command,
+            queried,
+            context,
+            channel.last_status,
+            &handled,
+            started,
+        );
         handled?;
     }
 }
 
-/// Writes the audit record of one operation: its name, the SOP Instance UID it stores (or the
-/// SOP Class of a query or retrieval: identifiers may hold patient data, so they are never
-/// recorded), the calling AE title and the final status sent (docs/security.md).
+/// Writes the audit record of one operation: its name, the SOP Instance UID it stores (or,
+/// for a query or retrieval, `queried`: its level and Study Instance UID, never other keys of
+/// the identifier, which may hold patient data), the calling AE title and the final status
+/// sent (docs/security.md).
 fn audit_command(
     command: &Command,
+    queried: Option<String>,
     context: &AssociationContext,
     final_status: Option<u16>,
     handled: &Result<(), DimseError>,
@@ -102,6 +119,7 @@ fn audit_command(
     };
     let resource = command
         .string(tags::AFFECTED_SOP_INSTANCE_UID)
+        .or(queried)
         .or_else(|| command.string(tags::AFFECTED_SOP_CLASS_UID))
         .unwrap_or_default();
     let outcome = match (handled, final_status) {
@@ -127,6 +145,7 @@ fn serve_command(
     presentation_context: &AcceptedContext,
     command: &Command,
     context: &AssociationContext,
+    queried: &mut Option<String>,
 ) -> Result<(), DimseError> {
     let context_id = presentation_context.id;
     match command.command_field() {
@@ -143,10 +162,12 @@ fn serve_command(
         }
         Some(command_field::C_FIND_RQ) => {
             let identifier = channel.read_data_set()?;
+            *queried = audited_query(&identifier, &presentation_context.transfer_syntax);
             crate::find::handle_find(channel, presentation_context, command, &identifier, context)?;
         }
         Some(command_field::C_MOVE_RQ) => {
             let identifier = channel.read_data_set()?;
+            *queried = audited_query(&identifier, &presentation_context.transfer_syntax);
             crate::retrieve::handle_move(
                 channel,
                 presentation_context,
@@ -157,6 +178,7 @@ fn serve_command(
         }
         Some(command_field::C_GET_RQ) => {
             let identifier = channel.read_data_set()?;
+            *queried = audited_query(&identifier, &presentation_context.transfer_syntax);
             crate::retrieve::handle_get(
                 channel,
                 contexts,
@@ -311,4 +333,21 @@ fn handle_store(
         response.put_text(tags::ERROR_COMMENT, dicom_core::VR::LO, &comment);
     }
     channel.send_message(presentation_context.id, &response, None)
+}
+
+/// The query / retrieve level and Study Instance UID of an identifier, for the audit trail
+/// (`STUDY 1.2.840...`). A Study Instance UID that is not made of UID characters is left out:
+/// it could be patient data typed into the wrong field.
+fn audited_query(identifier: &[u8], transfer_syntax_uid: &str) -> Option<String> {
+    let identifier = crate::find::decode_identifier(identifier, transfer_syntax_uid).ok()?;
+    let level = crate::find::element_text(&identifier, tags::QUERY_RETRIEVE_LEVEL)
+        .filter(|level| level.chars().all(|c| c.is_ascii_uppercase()))?;
+    let study = crate::find::element_text(&identifier, tags::STUDY_INSTANCE_UID).filter(|uid| {
+        uid.chars()
+            .all(|c| c.is_ascii_digit() || c == '.' || c == '\\')
+    });
+    Some(match study {
+        Some(study) => format!("{level} {study}"),
+        None => level,
+    })
 }

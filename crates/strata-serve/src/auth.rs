@@ -21,9 +21,9 @@
 //! name for audit records, which it does not provide.
 
 use std::net::SocketAddr;
-use std::path::Path;
-use std::sync::Arc;
-use std::time::Instant;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
 use axum::extract::{ConnectInfo, Request, State};
@@ -32,6 +32,7 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, Method, StatusCode, header};
 use sha2::{Digest, Sha256};
 use strata_telemetry::audit::{ANONYMOUS, AuditRecord};
+use tokio_util::sync::CancellationToken;
 
 /// What a token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -149,6 +150,83 @@ impl Tokens {
     }
 }
 
+/// The tokens file, read at start-up and again whenever it changes (a rotated Kubernetes
+/// Secret, an edited file): checked every [`RELOAD_INTERVAL`]. A file that no longer parses is
+/// logged and ignored; the tokens read last stay in force.
+pub struct TokenSource {
+    path: PathBuf,
+    current: RwLock<Arc<Tokens>>,
+    /// Modification time and size of the file when it was read last.
+    stamp: Mutex<Option<(SystemTime, u64)>>,
+}
+
+/// How often the tokens file is checked for changes.
+pub const RELOAD_INTERVAL: Duration = Duration::from_secs(5);
+
+impl TokenSource {
+    /// Reads the tokens file; fails when it cannot be read or parsed.
+    pub fn load(path: &Path) -> anyhow::Result<Arc<Self>> {
+        let stamp = file_stamp(path);
+        let tokens = Tokens::load(path)?;
+        Ok(Arc::new(Self {
+            path: path.to_owned(),
+            current: RwLock::new(Arc::new(tokens)),
+            stamp: Mutex::new(stamp),
+        }))
+    }
+
+    /// The tokens in force.
+    pub fn current(&self) -> Arc<Tokens> {
+        self.current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Reads the file again if its modification time or size changed.
+    fn reload_if_changed(&self) {
+        let stamp = file_stamp(&self.path);
+        {
+            let mut last = self.stamp.lock().unwrap_or_else(PoisonError::into_inner);
+            if stamp.is_none() || *last == stamp {
+                return;
+            }
+            *last = stamp;
+        }
+        match Tokens::load(&self.path) {
+            Ok(tokens) => {
+                let num_tokens = tokens.entries.len();
+                *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(tokens);
+                tracing::info!(num_tokens, "auth.tokens_file changed: tokens reloaded");
+            }
+            Err(error) => tracing::error!(
+                error = %format!("{error:#}"),
+                "auth.tokens_file changed but cannot be used; the previous tokens stay in force"
+            ),
+        }
+    }
+
+    /// Checks the file every [`RELOAD_INTERVAL`] until `shutdown`.
+    pub fn watch(self: Arc<Self>, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(RELOAD_INTERVAL) => {}
+                }
+                let source = self.clone();
+                // Reading a file: off the async threads.
+                let _ = tokio::task::spawn_blocking(move || source.reload_if_changed()).await;
+            }
+        })
+    }
+}
+
+fn file_stamp(path: &Path) -> Option<(SystemTime, u64)> {
+    let metadata = std::fs::metadata(path).ok()?;
+    Some((metadata.modified().ok()?, metadata.len()))
+}
+
 /// A new random token (two UUIDv4 from the operating system's generator: 244 random bits,
 /// hex-encoded with a `strata_` prefix) and its tokens-file line.
 pub fn new_token(name: &str, scopes: &[Scope]) -> (String, String) {
@@ -190,10 +268,11 @@ tokio::task_local! {
 /// documentation): 401 with `WWW-Authenticate: Bearer` without a valid token, 403 when the
 /// token lacks the scope.
 pub async fn authorize(
-    State(tokens): State<Arc<Tokens>>,
+    State(source): State<Arc<TokenSource>>,
     mut request: Request,
     next: Next,
 ) -> Response {
+    let tokens = source.current();
     let Some(scope) = required_scope(request.method(), request.uri().path()) else {
         return next.run(request).await;
     };
@@ -315,6 +394,27 @@ mod tests {
         assert!(error(&twice).contains("line 2: the name `viewer` is used twice"));
         // The token itself never appears in an error.
         assert!(!error(&format!("x read {token}")).contains(&token));
+    }
+
+    #[test]
+    fn test_a_changed_tokens_file_is_read_again_and_a_broken_one_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens");
+        let (first, first_line) = new_token("first", &[Scope::Read]);
+        let (second, second_line) = new_token("second", &[Scope::Read]);
+        std::fs::write(&path, format!("{first_line}\n")).unwrap();
+        let source = TokenSource::load(&path).unwrap();
+        assert!(source.current().authenticate(&first).is_some());
+        assert!(source.current().authenticate(&second).is_none());
+
+        std::fs::write(&path, format!("{second_line}\n")).unwrap();
+        source.reload_if_changed();
+        assert!(source.current().authenticate(&first).is_none());
+        assert!(source.current().authenticate(&second).is_some());
+
+        std::fs::write(&path, "second read not-a-digest\n").unwrap();
+        source.reload_if_changed();
+        assert!(source.current().authenticate(&second).is_some(), "kept");
     }
 
     #[test]

@@ -27,7 +27,7 @@ mod roles;
 mod search;
 mod tls;
 
-pub use auth::{Scope, Tokens, new_token};
+pub use auth::{Scope, TokenSource, Tokens, new_token};
 pub use roles::RoleSet;
 pub use strata_config::Role;
 
@@ -108,7 +108,7 @@ pub async fn start_node(config: NodeConfig) -> anyhow::Result<RunningNode> {
         None => None,
     };
     let tokens = match &config.auth.tokens_file {
-        Some(path) => Some(Arc::new(auth::Tokens::load(path)?)),
+        Some(path) => Some(auth::TokenSource::load(path)?),
         None => None,
     };
     if let Some(path) = &config.audit.file {
@@ -157,6 +157,8 @@ pub async fn start_node(config: NodeConfig) -> anyhow::Result<RunningNode> {
     // The indexer stops on shutdown after committing what it applied (docs/search.md).
     let search_task = search_node.map(|node| tokio::spawn(node.indexer.run(shutdown.clone())));
     let tiering_tasks = tiering_node.spawn(roles.runs(Role::Tiering), shutdown.clone());
+    // A rotated tokens file takes effect without a restart.
+    let token_watch = tokens.clone().map(|source| source.watch(shutdown.clone()));
     info!(
         %http_addr,
         roles = %roles,
@@ -196,6 +198,11 @@ pub async fn start_node(config: NodeConfig) -> anyhow::Result<RunningNode> {
     };
     let task = tokio::spawn(async move {
         server.await.context("the HTTP server failed")?;
+        if let Some(token_watch) = token_watch {
+            token_watch
+                .await
+                .context("the tokens file watch panicked")?;
+        }
         if let Some(search_task) = search_task {
             search_task.await.context("the search indexer panicked")?;
         }
@@ -367,7 +374,7 @@ fn http_router(
     search_state: Option<strata_search::SearchApiState>,
     tiering_router: Option<Router>,
     roles: RoleSet,
-    tokens: Option<Arc<auth::Tokens>>,
+    tokens: Option<Arc<auth::TokenSource>>,
 ) -> Router {
     let catalog = health_state.catalog.clone();
     // FHIR R4 reads the same catalog; its Endpoint points at the DICOMweb base (issue 6).
