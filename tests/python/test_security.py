@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import json
 import re
+import socket
+import ssl
 import subprocess
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import pydicom
 import pytest
 import requests
 from dicomweb_client.api import DICOMwebClient
@@ -25,6 +28,7 @@ from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage
 from pynetdicom import AE
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelMove,
     Verification,
 )
 
@@ -330,6 +334,12 @@ def openssl(*args: str) -> None:
     subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60)
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def make_pki(directory: Path) -> dict[str, Path]:
     """A CA, a server certificate for 127.0.0.1 and a client certificate, all EC P-256."""
     files = {
@@ -354,12 +364,18 @@ def dimse_tls_archive(strata_bin, backend, tmp_path: Path) -> Iterator[tuple[Arc
     test CA required (mutual TLS), and an audit file."""
     pki = make_pki(tmp_path)
     audit_file = tmp_path / "audit.jsonl"
+    destination_port = free_port()
     env = {
         "STRATA__DIMSE__TLS_CERT_FILE": str(pki["server"]),
         "STRATA__DIMSE__TLS_KEY_FILE": str(pki["server-key"]),
         "STRATA__DIMSE__TLS_CLIENT_CA_FILE": str(pki["ca"]),
+        # A C-MOVE destination reached over TLS (dcmtk's storescp in the test).
+        "STRATA__DIMSE__PEERS__TLSDEST": f"127.0.0.1:{destination_port}",
+        "STRATA__DIMSE__TLS_PEERS": "TLSDEST",
+        "STRATA__DIMSE__TLS_PEER_CA_FILE": str(pki["ca"]),
         "STRATA__AUDIT__FILE": str(audit_file),
     }
+    pki["destination_port"] = destination_port  # type: ignore[assignment]
     for archive in start_server(strata_bin, backend, tmp_path, "dimse_tls", env):
         yield archive, pki, audit_file
 
@@ -413,6 +429,47 @@ def test_dicom_tls_with_client_certificates_and_dcmtk(dimse_tls_archive, tmp_pat
     dimse = {(record["action"], record["principal"], record["outcome"]) for record in records}
     assert ("C-STORE", "TLS_SCU", "0x0000") in dimse, records
     assert ("C-ECHO", "TLS_SCU", "0x0000") in dimse, records
+
+    # C-MOVE to a destination over DICOM TLS: dcmtk's storescp takes the sub-association with
+    # Strata's certificate (it requires a client certificate by default).
+    received = tmp_path / "received"
+    received.mkdir()
+    destination = subprocess.Popen(
+        [dcmtk("storescp"), "+tls", str(pki["server-key"]), str(pki["server"]), "+cf", str(pki["ca"]), "-pw",
+         "-aet", "TLSDEST", "-od", str(received), str(pki["destination_port"])],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )  # fmt: skip
+    try:
+        time.sleep(0.5)
+        # dcmtk's movescu has no TLS: pynetdicom asks for the move, over TLS with its certificate.
+        tls_context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(pki["ca"]))
+        tls_context.load_cert_chain(certfile=str(pki["client"]), keyfile=str(pki["client-key"]))
+        ae = AE(ae_title="TLS_SCU")
+        ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
+        association = ae.associate(host, port, ae_title="STRATA", tls_args=(tls_context, "127.0.0.1"))
+        assert association.is_established
+        try:
+            query = Dataset()
+            query.QueryRetrieveLevel = "STUDY"
+            query.StudyInstanceUID = dataset.StudyInstanceUID
+            statuses = [
+                status.Status
+                for status, _ in association.send_c_move(query, "TLSDEST", StudyRootQueryRetrieveInformationModelMove)
+            ]
+        finally:
+            association.release()
+        assert statuses[-1] == 0x0000, statuses
+        files = list(received.iterdir())
+        assert len(files) == 1, files
+        assert pydicom.dcmread(files[0]).SOPInstanceUID == dataset.SOPInstanceUID
+    finally:
+        destination.terminate()
+        destination.wait(timeout=10)
+    moved = audit_lines(audit_file, until=lambda records: any(r["action"] == "C-MOVE" for r in records))
+    move_record = next(record for record in moved if record["action"] == "C-MOVE")
+    assert (move_record["resource"], move_record["outcome"]) == (f"STUDY {dataset.StudyInstanceUID}", "0x0000")
 
 
 def test_a_rotated_tokens_file_takes_effect_without_a_restart(secured, strata_bin, tmp_path: Path) -> None:

@@ -185,6 +185,12 @@ pub struct DimseConfig {
     /// PEM certificates of the authorities whose client certificates are accepted: with it,
     /// every peer must present a certificate they signed (mutual TLS).
     pub tls_client_ca_file: Option<PathBuf>,
+    /// C-MOVE destinations (AE titles of `peers`) reached over DICOM TLS. Their certificates
+    /// must be signed by an authority of `tls_peer_ca_file` and name the host of their
+    /// address; this node presents `tls_cert_file` when it is set.
+    pub tls_peers: Vec<String>,
+    /// PEM certificates of the authorities trusted for `tls_peers`.
+    pub tls_peer_ca_file: Option<PathBuf>,
 }
 
 impl Default for NodeConfig {
@@ -227,6 +233,8 @@ impl Default for DimseConfig {
             tls_cert_file: None,
             tls_key_file: None,
             tls_client_ca_file: None,
+            tls_peers: Vec::new(),
+            tls_peer_ca_file: None,
         }
     }
 }
@@ -502,6 +510,27 @@ impl NodeConfig {
                     .to_owned(),
             });
         }
+        for ae_title in &self.dimse.tls_peers {
+            if !self
+                .dimse
+                .peers
+                .keys()
+                .any(|peer| peer.eq_ignore_ascii_case(ae_title))
+            {
+                return Err(ConfigError::Invalid {
+                    key: "dimse.tls_peers",
+                    reason: format!("`{ae_title}` is not one of dimse.peers"),
+                });
+            }
+        }
+        if !self.dimse.tls_peers.is_empty() && self.dimse.tls_peer_ca_file.is_none() {
+            return Err(ConfigError::Invalid {
+                key: "dimse.tls_peer_ca_file",
+                reason: "dimse.tls_peers needs the authorities their certificates are checked \
+                         against"
+                    .to_owned(),
+            });
+        }
         for (ae_title, address) in &self.dimse.peers {
             // Syntax only: a peer's host name is resolved when a C-MOVE uses it, so one that
             // does not resolve yet (a Kubernetes Service created later) cannot stop start-up.
@@ -543,10 +572,19 @@ fn is_host_port(value: &str) -> bool {
         && port.parse::<u16>().is_ok_and(|port| port > 0)
 }
 
+/// The keys whose environment value is a comma-separated list (`STRATA__ROLES=ingest,gateway`,
+/// `STRATA__DIMSE__TLS_PEERS=VIEWER,PACS`).
+const LIST_KEYS: &[&str] = &[
+    "roles",
+    "dimse.accepted_calling_ae_titles",
+    "dimse.tls_peers",
+    "dicomweb.cors_allowed_origins",
+];
+
 /// Environment values stay strings (the lossy extraction turns `4` and `true` into numbers and
-/// booleans where a field wants them); `STRATA__ROLES=ingest,gateway` is a list.
+/// booleans where a field wants them), except the comma-separated lists of [`LIST_KEYS`].
 fn parse_env_value(path: &str, value: &str) -> figment::value::Value {
-    if path == "roles" {
+    if LIST_KEYS.contains(&path) {
         let roles: Vec<String> = value
             .split(',')
             .map(str::trim)
@@ -656,6 +694,37 @@ mod dimse_tests {
             .iter()
             .map(|(key, value)| (key.to_string(), value.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn test_list_keys_take_comma_separated_environment_values() {
+        let config = NodeConfig::load(
+            None,
+            env(&[
+                ("STRATA__DIMSE__PEERS__VIEWER", "viewer.example.org:2762"),
+                ("STRATA__DIMSE__PEERS__PACS", "10.0.0.5:104"),
+                ("STRATA__DIMSE__TLS_PEERS", "VIEWER, PACS"),
+                ("STRATA__DIMSE__TLS_PEER_CA_FILE", "/etc/ca.pem"),
+                ("STRATA__DIMSE__ACCEPTED_CALLING_AE_TITLES", "CT01,MR02"),
+                (
+                    "STRATA__DICOMWEB__CORS_ALLOWED_ORIGINS",
+                    "https://viewer.example.org",
+                ),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.dimse.tls_peers, ["VIEWER", "PACS"]);
+        assert_eq!(config.dimse.accepted_calling_ae_titles, ["CT01", "MR02"]);
+        assert_eq!(
+            config.dicomweb.cors_allowed_origins,
+            ["https://viewer.example.org"]
+        );
+        let error =
+            NodeConfig::load(None, env(&[("STRATA__DIMSE__TLS_PEERS", "NOWHERE")])).unwrap_err();
+        assert!(
+            error.to_string().contains("not one of dimse.peers"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -52,6 +52,12 @@ pub struct DimseSettings {
     /// DICOM TLS (PS3.15 Annex B): when set, every connection must complete a TLS handshake
     /// with this configuration before its association request.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// C-MOVE destinations (AE titles of `peers`, any case) reached over DICOM TLS, with
+    /// `peer_tls`.
+    pub tls_peers: Vec<String>,
+    /// The TLS client configuration for `tls_peers`: trusted authorities and, for mutual TLS,
+    /// this node's certificate.
+    pub peer_tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// The services an association uses.

@@ -267,7 +267,14 @@ pub(crate) fn handle_move(
     let mut store_scu = if locations.is_empty() {
         None
     } else {
-        match StoreScu::connect(&address, &context.settings.ae_title, &destination, &pairs) {
+        let settings = &context.settings;
+        let tls = settings
+            .tls_peers
+            .iter()
+            .any(|ae_title| ae_title.eq_ignore_ascii_case(&destination))
+            .then_some(settings.peer_tls.as_ref())
+            .flatten();
+        match StoreScu::connect_with(&address, &settings.ae_title, &destination, &pairs, tls) {
             Ok(store_scu) => Some(store_scu),
             Err(error) => {
                 warn!(%error, %destination, "c-move destination unreachable");

@@ -1,6 +1,7 @@
 //! The SCU side: C-ECHO and C-STORE over an association this node requests. Used by C-MOVE
 //! sub-operations and by `strata echo` / `strata store`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use dicom_dictionary_std::{tags, uids};
@@ -20,23 +21,41 @@ fn connect(
     calling_ae_title: &str,
     called_ae_title: &str,
     address: &str,
+    tls: Option<&Arc<rustls::ClientConfig>>,
 ) -> Result<Channel, DimseError> {
-    let mut association = options
+    let options = options
         .calling_ae_title(calling_ae_title.to_owned())
         .called_ae_title(called_ae_title.to_owned())
         .max_pdu_length(65536)
         .read_timeout(SCU_TIMEOUT)
         .write_timeout(SCU_TIMEOUT)
-        .connection_timeout(Duration::from_secs(10))
-        .establish_with(address)
-        .map_err(|error| {
-            DimseError::association(format!(
-                "association with {called_ae_title}@{address} failed: {error}"
-            ))
-        })?;
+        .connection_timeout(Duration::from_secs(10));
+    let failed = |error: dicom_ul::association::Error| {
+        DimseError::association(format!(
+            "association with {called_ae_title}@{address} failed: {error}"
+        ))
+    };
+    let link = match tls {
+        Some(tls) => {
+            // The certificate must name the host of the peer's address (DNS name or IP).
+            let host = address
+                .rsplit_once(':')
+                .map_or(address, |(host, _)| host)
+                .trim_start_matches('[')
+                .trim_end_matches(']');
+            let association = options
+                .tls_config(tls.clone())
+                .server_name(host)
+                .establish_with_tls(address)
+                .map_err(failed)?;
+            Link::ClientTls(Box::new(association))
+        }
+        None => Link::Client(options.establish_with(address).map_err(failed)?),
+    };
+    let mut link = link;
     // Nagle's algorithm delays the small command PDUs by up to 40 ms each.
-    let _ = association.inner_stream().set_nodelay(true);
-    Ok(Channel::new(Link::Client(association)))
+    let _ = link.wire().socket().set_nodelay(true);
+    Ok(Channel::new(link))
 }
 
 fn release(mut channel: Channel) -> Result<(), DimseError> {
@@ -60,7 +79,7 @@ pub fn echo(
             uids::IMPLICIT_VR_LITTLE_ENDIAN,
         ],
     );
-    let mut channel = connect(options, calling_ae_title, called_ae_title, address)?;
+    let mut channel = connect(options, calling_ae_title, called_ae_title, address, None)?;
     let contexts = link_contexts(&channel);
     let Some(context) = contexts.first() else {
         return Err(DimseError::association(
@@ -119,6 +138,17 @@ impl StoreScu {
         called_ae_title: &str,
         pairs: &[(String, String)],
     ) -> Result<Self, DimseError> {
+        Self::connect_with(address, calling_ae_title, called_ae_title, pairs, None)
+    }
+
+    /// [`StoreScu::connect`], over DICOM TLS with `tls` when given.
+    pub fn connect_with(
+        address: &str,
+        calling_ae_title: &str,
+        called_ae_title: &str,
+        pairs: &[(String, String)],
+        tls: Option<&Arc<rustls::ClientConfig>>,
+    ) -> Result<Self, DimseError> {
         let mut options = ClientAssociationOptions::new();
         for (sop_class_uid, transfer_syntax_uid) in pairs.iter().take(128) {
             let mut transfer_syntaxes = vec![transfer_syntax_uid.clone()];
@@ -128,7 +158,7 @@ impl StoreScu {
             }
             options = options.with_presentation_context(sop_class_uid.clone(), transfer_syntaxes);
         }
-        let channel = connect(options, calling_ae_title, called_ae_title, address)?;
+        let channel = connect(options, calling_ae_title, called_ae_title, address, tls)?;
         let contexts = link_contexts(&channel);
         Ok(Self::from_channel(channel, contexts))
     }

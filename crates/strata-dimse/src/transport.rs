@@ -28,12 +28,16 @@ const MAX_CONTROL_PDU_BYTES: u32 = 64 * 1024;
 /// The stream of an association accepted over DICOM TLS (PS3.15 Annex B).
 pub(crate) type TlsServerStream = rustls::StreamOwned<rustls::ServerConnection, TcpStream>;
 
+/// The stream of an association this node requested over DICOM TLS (a C-MOVE destination).
+pub(crate) type TlsClientStream = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
 /// An established association, from either side.
 pub(crate) enum Link {
     Server(ServerAssociation<TcpStream>),
     /// Boxed: the TLS state is large, and an association is moved around while set up.
     ServerTls(Box<ServerAssociation<TlsServerStream>>),
     Client(ClientAssociation<TcpStream>),
+    ClientTls(Box<ClientAssociation<TlsClientStream>>),
 }
 
 impl Link {
@@ -43,6 +47,7 @@ impl Link {
             Link::Server(association) => association.presentation_contexts(),
             Link::ServerTls(association) => association.presentation_contexts(),
             Link::Client(association) => association.presentation_contexts(),
+            Link::ClientTls(association) => association.presentation_contexts(),
         }
     }
 
@@ -53,6 +58,7 @@ impl Link {
             Link::Server(association) => association.peer_ae_title(),
             Link::ServerTls(association) => association.peer_ae_title(),
             Link::Client(association) => association.peer_ae_title(),
+            Link::ClientTls(association) => association.peer_ae_title(),
         };
         title.trim().to_owned()
     }
@@ -63,6 +69,7 @@ impl Link {
             Link::Server(association) => association.inner_stream(),
             Link::ServerTls(association) => association.inner_stream(),
             Link::Client(association) => association.inner_stream(),
+            Link::ClientTls(association) => association.inner_stream(),
         }
     }
 }
@@ -86,6 +93,18 @@ impl Wire for TcpStream {
 }
 
 impl Wire for TlsServerStream {
+    fn socket(&self) -> &TcpStream {
+        &self.sock
+    }
+
+    fn has_buffered_data(&mut self) -> bool {
+        self.conn
+            .process_new_packets()
+            .is_ok_and(|state| state.plaintext_bytes_to_read() > 0)
+    }
+}
+
+impl Wire for TlsClientStream {
     fn socket(&self) -> &TcpStream {
         &self.sock
     }
@@ -125,6 +144,7 @@ impl Channel {
             Link::Server(association) => SyncAssociation::get_mut(association).1.split(),
             Link::ServerTls(association) => SyncAssociation::get_mut(&mut **association).1.split(),
             Link::Client(association) => SyncAssociation::get_mut(association).1.split(),
+            Link::ClientTls(association) => SyncAssociation::get_mut(&mut **association).1.split(),
         };
         let (peer_max_pdu, own_max_pdu) = match &link {
             Link::Server(association) => (
@@ -136,6 +156,10 @@ impl Channel {
                 association.acceptor_max_pdu_length(),
             ),
             Link::Client(association) => (
+                association.acceptor_max_pdu_length(),
+                association.requestor_max_pdu_length(),
+            ),
+            Link::ClientTls(association) => (
                 association.acceptor_max_pdu_length(),
                 association.requestor_max_pdu_length(),
             ),
@@ -182,6 +206,7 @@ impl Channel {
             Link::Server(association) => association.send(pdu),
             Link::ServerTls(association) => association.send(pdu),
             Link::Client(association) => association.send(pdu),
+            Link::ClientTls(association) => association.send(pdu),
         };
         result.map_err(|error| DimseError::aborted(format!("failed to send: {error}")))
     }

@@ -265,6 +265,18 @@ async fn start_dimse(
             )?),
             _ => None,
         },
+        tls_peers: config.dimse.tls_peers.clone(),
+        peer_tls: match &config.dimse.tls_peer_ca_file {
+            Some(ca_file) => Some(tls::dimse_client_config(
+                ca_file,
+                config
+                    .dimse
+                    .tls_cert_file
+                    .as_deref()
+                    .zip(config.dimse.tls_key_file.as_deref()),
+            )?),
+            None => None,
+        },
     };
     info!(
         %dimse_addr,

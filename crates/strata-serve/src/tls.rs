@@ -50,6 +50,43 @@ pub fn dimse_server_config(
     )?))
 }
 
+/// The DICOM TLS client configuration for C-MOVE destinations: the authorities of `ca_file`
+/// and, when given, this node's certificate and key for mutual TLS.
+pub fn dimse_client_config(
+    ca_file: &Path,
+    identity: Option<(&Path, &Path)>,
+) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in read_certs("dimse", "tls_peer_ca_file", ca_file)? {
+        roots.add(cert).with_context(|| {
+            format!(
+                "dimse.tls_peer_ca_file `{}` holds an unusable certificate",
+                ca_file.display()
+            )
+        })?;
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("no TLS protocol version available")?
+        .with_root_certificates(roots);
+    let config = match identity {
+        Some((cert_file, key_file)) => {
+            let certs = read_certs("dimse", "tls_cert_file", cert_file)?;
+            let key = PrivateKeyDer::from_pem_file(key_file)
+                .map_err(|error| anyhow::anyhow!("{error:?}"))
+                .with_context(|| {
+                    format!("failed to read dimse.tls_key_file `{}`", key_file.display())
+                })?;
+            builder.with_client_auth_cert(certs, key).context(
+                "dimse.tls_cert_file and dimse.tls_key_file do not make a usable TLS identity",
+            )?
+        }
+        None => builder.with_no_client_auth(),
+    };
+    Ok(Arc::new(config))
+}
+
 fn read_certs(
     section: &str,
     key: &str,

@@ -38,6 +38,8 @@ async fn test_c_store_association_yields_one_connected_trace() {
         serve_query_retrieve: true,
         drain_timeout: Duration::from_secs(5),
         tls: None,
+        tls_peers: Vec::new(),
+        peer_tls: None,
     };
     let services = DimseServices {
         catalog,

@@ -242,6 +242,10 @@ as JSON strings (valid TOML basic strings), scalar keys before sub-tables.
 - name: STRATA__DIMSE__TLS_CLIENT_CA_FILE
   value: /run/secrets/strata/dicom-tls/client-ca.pem
 {{- end }}
+{{- if $root.Values.dicomTls.peerCaKey }}
+- name: STRATA__DIMSE__TLS_PEER_CA_FILE
+  value: /run/secrets/strata/dicom-tls/peer-ca.pem
+{{- end }}
 {{- end }}
 {{- else }}
 - name: STRATA__DIMSE__ENABLED
@@ -315,6 +319,10 @@ as JSON strings (valid TOML basic strings), scalar keys before sub-tables.
       {{- with $root.Values.dicomTls.clientCaKey }}
       - key: {{ . }}
         path: client-ca.pem
+      {{- end }}
+      {{- with $root.Values.dicomTls.peerCaKey }}
+      - key: {{ . }}
+        path: peer-ca.pem
       {{- end }}
 {{- end }}
 {{- if and (ne .role "migrate") $root.Values.auth.existingSecret }}
