@@ -92,19 +92,12 @@ impl Wire for TcpStream {
     }
 }
 
-impl Wire for TlsServerStream {
-    fn socket(&self) -> &TcpStream {
-        &self.sock
-    }
-
-    fn has_buffered_data(&mut self) -> bool {
-        self.conn
-            .process_new_packets()
-            .is_ok_and(|state| state.plaintext_bytes_to_read() > 0)
-    }
-}
-
-impl Wire for TlsClientStream {
+/// TLS over a socket, on either side of the association.
+impl<C, S> Wire for rustls::StreamOwned<C, TcpStream>
+where
+    C: std::ops::DerefMut + std::ops::Deref<Target = rustls::ConnectionCommon<S>>,
+    S: rustls::SideData,
+{
     fn socket(&self) -> &TcpStream {
         &self.sock
     }
