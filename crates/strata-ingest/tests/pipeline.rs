@@ -249,6 +249,26 @@ async fn stored_then_deleted(
     outcome.instances[0].object.key.clone()
 }
 
+/// The corpus CT stored and then deleted from the catalog on a holding pipeline, with the
+/// temporary directory that must outlive the test; `None` (test skipped) without the corpus.
+async fn deleted_ct() -> Option<(
+    tempfile::TempDir,
+    PathBuf,
+    IngestPipeline,
+    Arc<dyn Catalog>,
+    Arc<HoldingStore>,
+    ObjectKey,
+)> {
+    let Some(file) = corpus("valid/ct_explicit_le_private_tags.dcm") else {
+        eprintln!("skipped: ../shared/corpus not found");
+        return None;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (pipeline, catalog, store) = holding_pipeline(dir.path()).await;
+    let key = stored_then_deleted(&pipeline, catalog.as_ref(), &file).await;
+    Some((dir, file, pipeline, catalog, store, key))
+}
+
 /// Asserts the instance of `key` is stored and its object is in the store, whole.
 async fn assert_stored_with_object(catalog: &dyn Catalog, store: &dyn BlobStore, key: &ObjectKey) {
     assert!(
@@ -264,13 +284,9 @@ async fn assert_stored_with_object(catalog: &dyn Catalog, store: &dyn BlobStore,
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_a_purge_between_object_write_and_commit_makes_the_ingest_write_again() {
-    let Some(file) = corpus("valid/ct_explicit_le_private_tags.dcm") else {
-        eprintln!("skipped: ../shared/corpus not found");
+    let Some((_dir, file, pipeline, catalog, store, key)) = deleted_ct().await else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let (pipeline, catalog, store) = holding_pipeline(dir.path()).await;
-    let key = stored_then_deleted(&pipeline, catalog.as_ref(), &file).await;
 
     // Store it again; hold the ingest once its object is written, before its commit.
     store.hold_next_put.store(true, Ordering::SeqCst);
@@ -296,13 +312,9 @@ async fn test_a_purge_between_object_write_and_commit_makes_the_ingest_write_aga
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_an_ingest_waits_for_a_running_purge_of_its_object() {
-    let Some(file) = corpus("valid/ct_explicit_le_private_tags.dcm") else {
-        eprintln!("skipped: ../shared/corpus not found");
+    let Some((_dir, file, pipeline, catalog, store, key)) = deleted_ct().await else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let (pipeline, catalog, store) = holding_pipeline(dir.path()).await;
-    let key = stored_then_deleted(&pipeline, catalog.as_ref(), &file).await;
 
     // A purge has begun and not deleted the object yet.
     let generation = catalog.begin_object_purge(&key).await.unwrap().unwrap();
@@ -325,13 +337,9 @@ async fn test_an_ingest_waits_for_a_running_purge_of_its_object() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_a_purge_leaves_an_object_stored_again_before_it() {
-    let Some(file) = corpus("valid/ct_explicit_le_private_tags.dcm") else {
-        eprintln!("skipped: ../shared/corpus not found");
+    let Some((_dir, file, pipeline, catalog, store, key)) = deleted_ct().await else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let (pipeline, catalog, store) = holding_pipeline(dir.path()).await;
-    let key = stored_then_deleted(&pipeline, catalog.as_ref(), &file).await;
     let source = test_source();
     let outcome = pipeline
         .ingest(spool(&pipeline, &file).await, &source, None)

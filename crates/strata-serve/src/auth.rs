@@ -350,19 +350,14 @@ pub async fn audit(request: Request, next: Next) -> Response {
     response
 }
 
+/// A problem+json answer, as every other error of the HTTP APIs.
 fn problem(status: StatusCode, detail: &str) -> Response {
-    let body = serde_json::json!({
-        "type": "about:blank",
-        "title": status.canonical_reason().unwrap_or("error"),
-        "status": status.as_u16(),
-        "detail": detail,
-    });
-    (
+    strata_dicomweb::Problem {
         status,
-        [(header::CONTENT_TYPE, "application/problem+json")],
-        body.to_string(),
-    )
-        .into_response()
+        detail: detail.to_owned(),
+        retry_after_seconds: None,
+    }
+    .into_response()
 }
 
 #[cfg(test)]

@@ -63,24 +63,12 @@ pub fn owning_role(method: &http::Method, path: &str) -> Option<Role> {
 /// process does not run (a misrouted Ingress rule is then obvious, not a silent 404).
 pub async fn route_to_role(State(roles): State<RoleSet>, request: Request, next: Next) -> Response {
     match owning_role(request.method(), request.uri().path()) {
-        Some(role) if !roles.runs(role) => {
-            let body = serde_json::json!({
-                "type": "about:blank",
-                "title": "Not Found",
-                "status": 404,
-                "detail": format!(
-                    "{} {} is served by the `{role}` role; this process runs: {roles}",
-                    request.method(),
-                    route_family(request.uri().path()),
-                ),
-            });
-            (
-                http::StatusCode::NOT_FOUND,
-                [(http::header::CONTENT_TYPE, "application/problem+json")],
-                body.to_string(),
-            )
-                .into_response()
-        }
+        Some(role) if !roles.runs(role) => strata_dicomweb::Problem::not_found(format!(
+            "{} {} is served by the `{role}` role; this process runs: {roles}",
+            request.method(),
+            route_family(request.uri().path()),
+        ))
+        .into_response(),
         _ => next.run(request).await,
     }
 }
